@@ -1,0 +1,230 @@
+"""Typed LangGraph stream events, decoded from one SSE event's name and data. Pure: no I/O.
+
+Only what the timing model needs is kept; the rest of each payload (the ~0.7 KB metadata dict
+repeated in every token, the node input carried by `tasks` starts; wire §3) is dropped here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from exporter.errors import RunErrorEvent, StreamProtocolError
+
+__all__ = [
+    "End",
+    "LangGraphEvent",
+    "Message",
+    "Metadata",
+    "Other",
+    "RunError",
+    "TaskEnd",
+    "TaskStart",
+    "decode_event",
+    "node_path",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    """First event of every run, sent when a worker picks the run up (wire §2)."""
+
+    run_id: str | None
+    attempt: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One `messages` tuple: a streamed chunk (`AIMessageChunk`) or a whole node-output message."""
+
+    msg_id: str
+    node: str  # namespace path without task ids: `research/inner_agent` (wire §7)
+    langgraph_node: str | None  # the raw metadata value (inner node name inside a subgraph)
+    task_id: str | None  # last `:`-suffix of `langgraph_checkpoint_ns` (wire §4)
+    is_chunk: bool  # AIMessageChunk: part of a streamed LLM call
+    is_token: bool  # a chunk with text or tool-call chunks (DESIGN §2); empty chunks are not
+    is_last: bool  # `chunk_position: "last"`: langchain-core's end-of-call marker (wire §5)
+    text: str  # the text this chunk adds (for content expectations)
+    model: str | None
+    provider: str | None
+    output_tokens: int | None  # from `usage_metadata`, when this chunk carries it
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStart:
+    """`tasks` event with `input`: a node execution starts (wire §5)."""
+
+    task_id: str
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEnd:
+    """`tasks` event with `result` or `error`: a node execution ends."""
+
+    task_id: str
+    node: str
+    error_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunError:
+    """`event: error` inside HTTP 200 (wire §8). The message may be masked by the server."""
+
+    error_type: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """`event: end`: not sent by current servers (wire §2), accepted from older or hosted ones."""
+
+
+@dataclass(frozen=True, slots=True)
+class Other:
+    """Any other event (updates, values, debug, ...): counted, not interpreted."""
+
+    name: str
+
+
+LangGraphEvent = Metadata | Message | TaskStart | TaskEnd | RunError | End | Other
+
+
+def node_path(checkpoint_ns: str) -> tuple[str, str | None]:
+    """`research:<id>|inner_agent:<id>` -> (`research/inner_agent`, `<inner task id>`)."""
+    names: list[str] = []
+    task_id: str | None = None
+    for part in checkpoint_ns.split("|"):
+        name, sep, tid = part.rpartition(":")
+        if not sep:
+            name, tid = part, ""
+        names.append(name)
+        task_id = tid or None
+    return "/".join(names), task_id
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        # Content blocks (some providers, output_version="v1"; wire §5).
+        parts: list[str] = []
+        for block in content:
+            if isinstance(block, str):
+                parts.append(block)
+            elif isinstance(block, dict):
+                text = block.get("text")
+                if isinstance(text, str):
+                    parts.append(text)
+        return "".join(parts)
+    return ""
+
+
+def _loads(name: str, data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise StreamProtocolError(
+            f"event {name!r}: data is not JSON: {data[:80]!r}", phase="stream"
+        ) from exc
+
+
+def _message(name: str, ns_names: list[str], payload: Any) -> Message:
+    if not (isinstance(payload, list) and len(payload) == 2 and isinstance(payload[0], dict)):
+        raise StreamProtocolError(
+            f"event {name!r}: expected [message, metadata], got {str(payload)[:80]!r}",
+            phase="stream",
+        )
+    msg, meta = payload
+    if not isinstance(meta, dict):
+        meta = {}
+    lg_node = meta.get("langgraph_node")
+    cns = meta.get("langgraph_checkpoint_ns")
+    if isinstance(cns, str) and cns:
+        node, task_id = node_path(cns)
+    else:
+        node = "/".join([*ns_names, lg_node]) if isinstance(lg_node, str) else "/".join(ns_names)
+        task_id = None
+    is_chunk = msg.get("type") == "AIMessageChunk"
+    text = _text_of(msg.get("content"))
+    tool_chunks = msg.get("tool_call_chunks")
+    usage = msg.get("usage_metadata")
+    output_tokens = usage.get("output_tokens") if isinstance(usage, dict) else None
+    model = meta.get("ls_model_name")
+    provider = meta.get("ls_provider")
+    msg_id = msg.get("id")
+    return Message(
+        msg_id=msg_id if isinstance(msg_id, str) else "",
+        node=node or "__unknown__",
+        langgraph_node=lg_node if isinstance(lg_node, str) else None,
+        task_id=task_id,
+        is_chunk=is_chunk,
+        is_token=is_chunk and (bool(text) or bool(tool_chunks)),
+        is_last=msg.get("chunk_position") == "last",
+        text=text,
+        model=model if isinstance(model, str) else None,
+        provider=provider if isinstance(provider, str) else None,
+        output_tokens=output_tokens if isinstance(output_tokens, int) else None,
+    )
+
+
+def _task(name: str, ns_names: list[str], payload: Any) -> TaskStart | TaskEnd:
+    if not isinstance(payload, dict) or not isinstance(payload.get("id"), str):
+        raise StreamProtocolError(
+            f"event {name!r}: expected a task object with an id", phase="stream"
+        )
+    task_name = payload.get("name")
+    node = "/".join([*ns_names, task_name if isinstance(task_name, str) else "__unknown__"])
+    if "input" in payload:
+        return TaskStart(payload["id"], node)
+    error = payload.get("error")
+    if isinstance(error, dict):
+        error_type: str | None = str(error.get("error") or "Error")
+    elif error:
+        error_type = "Error"
+    else:
+        error_type = None
+    return TaskEnd(payload["id"], node, error_type)
+
+
+def decode_event(name: str, data: bytes) -> LangGraphEvent:
+    """Decode one SSE event into a LangGraph event.
+
+    Names may carry a namespace: `messages|research:<task id>` (wire §7); match on the prefix.
+    Raises `StreamProtocolError` on bad JSON or a wrong shape, `RunErrorEvent` never (an `error`
+    event is a value here; the prober decides it ends the run).
+    """
+    base, _, ns = name.partition("|")
+    ns_names = [node_path(part)[0] for part in ns.split("|")] if ns else []
+    if base == "messages":
+        return _message(name, ns_names, _loads(name, data))
+    if base == "tasks":
+        return _task(name, ns_names, _loads(name, data))
+    if base == "metadata":
+        payload = _loads(name, data)
+        if not isinstance(payload, dict):
+            raise StreamProtocolError("metadata event is not an object", phase="stream")
+        run_id = payload.get("run_id")
+        attempt = payload.get("attempt")
+        return Metadata(
+            run_id if isinstance(run_id, str) else None,
+            attempt if isinstance(attempt, int) else None,
+        )
+    if base == "error":
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            payload = {"error": "Error", "message": data[:500].decode("utf-8", "replace")}
+        if not isinstance(payload, dict):
+            payload = {"error": "Error", "message": str(payload)[:500]}
+        return RunError(str(payload.get("error") or "Error"), str(payload.get("message") or ""))
+    if base == "end":
+        return End()
+    return Other(base)
+
+
+def run_error_failure(event: RunError) -> RunErrorEvent:
+    """The failure a run `error` event becomes (kept here so the message format is in one place)."""
+    return RunErrorEvent(f"{event.error_type}: {event.message}", error_type=event.error_type)

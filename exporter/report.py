@@ -1,0 +1,75 @@
+"""The human-readable probe report: outcome first, then one row per node and LLM call."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from exporter.result import ProbeResult
+from exporter.stats import quantile
+
+__all__ = ["render_report"]
+
+
+def ms(seconds: float | None) -> str:
+    """Seconds as milliseconds for a table cell; a dash for "not measured"."""
+    return "–" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def render_report(result: ProbeResult) -> Group:
+    """A rich renderable: headline, phases, and the per-node/per-call table in run order."""
+    if result.failure is None:
+        head = Text("✔ success", style="bold green")
+    else:
+        f = result.failure
+        extra = f" (HTTP {f.http_status})" if f.http_status else ""
+        head = Text(f"✘ failure: {f.kind.value}{extra}", style="bold red")
+        head.append(f"\n  {f.message}", style="red")
+    head.append(
+        f"\n  {result.assistant_id} @ {result.url} ({result.mode})"
+        f"  run {result.run_id or '–'}  trace {result.trace_id or '–'}",
+        style="dim",
+    )
+    rel = result.since_request_s
+    phases = Text(
+        f"  headers {ms(rel(result.t_headers_ns))} · first event {ms(rel(result.t_first_event_ns))}"
+        f" · first token {ms(rel(result.t_first_token_ns))} · total {ms(result.duration_s)}"
+        f" · {result.tokens} tokens · {result.heartbeats} heartbeats"
+    )
+    table = Table(title=None, show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for col in ("node", "model", "TTFT", "ITL p50", "ITL p95", "ITL max", "tokens", "TPOT"):
+        table.add_column(col, justify="left" if col in ("node", "model") else "right")
+    table.add_column("duration", justify="right")
+    for node in result.nodes:
+        calls = [c for c in node.calls if c.token_ns]
+        if not calls:
+            table.add_row(node.node, "–", "–", "–", "–", "–", "0", "–", ms(node.duration_s))
+            continue
+        for i, call in enumerate(calls):
+            gaps = list(call.itl_s)
+            ttft = node.ttft_s if i == 0 else call.ttft_s
+            table.add_row(
+                node.node if i == 0 else "",
+                call.model or "–",
+                ms(ttft) + ("*" if i == 0 and node.basis != "tasks" else ""),
+                ms(quantile(gaps, 0.5)),
+                ms(quantile(gaps, 0.95)),
+                ms(max(gaps) if gaps else None),
+                str(call.tokens),
+                ms(call.tpot_s),
+                ms(node.duration_s) if i == 0 else "",
+            )
+    parts: list[Text | Table] = [head, phases, Text(""), table]
+    if any(n.basis != "tasks" for n in result.nodes if n.calls):
+        parts.append(Text("  * no `tasks` start seen: TTFT counted from the previous boundary"))
+    ratio = result.buffered_gap_ratio()
+    if ratio is not None and ratio > 0.5:
+        parts.append(
+            Text(
+                f"  ! {ratio:.0%} of token gaps are under 1 ms: something between us and the"
+                " server buffers the stream",
+                style="yellow",
+            )
+        )
+    return Group(*parts)

@@ -1,0 +1,128 @@
+"""Server-sent events from raw byte chunks, each chunk stamped with its arrival time. Pure: no I/O.
+
+The decoder is fed exactly what the socket gave, with the monotonic time the bytes were read
+(DEVELOPERS rule 4: stamp before decoding). Every event that a chunk completes carries that chunk's
+stamp and sequence number, so several events finished by one read share a timestamp (DESIGN §1.3)
+and a burst can be counted (the buffering indicator, DESIGN §2).
+
+It works on bytes, not text: lines end only at CR, LF or CRLF as the SSE spec says, so U+2028 in a
+token (bytes E2 80 A8) can never split a line, and no UTF-8 decoding is paid for unread data.
+See: https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from exporter.errors import StreamProtocolError
+
+__all__ = ["DEFAULT_MAX_EVENT_BYTES", "SSEDecoder", "SSEEvent"]
+
+#: An event larger than this is a protocol failure rather than unbounded memory. A `tasks` start
+#: event carries the node's whole input state (wire §3), so this is far above a normal event.
+DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+_LF = 0x0A
+_CR = 0x0D
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    """One dispatched event: its name, its data (data lines joined by LF), and when it arrived."""
+
+    event: str
+    data: bytes
+    recv_ns: int
+    chunk_seq: int
+    id: str | None = None
+
+
+class SSEDecoder:
+    """Turns byte chunks into `SSEEvent`s; also counts comment lines (`: heartbeat`, wire §2)."""
+
+    def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._max_event_bytes = max_event_bytes
+        self._buf = bytearray()
+        self._skip_lf = False  # the previous chunk ended in CR: a leading LF belongs to it
+        self._event = b""
+        self._data: list[bytes] = []
+        self._data_len = 0
+        self._last_id: str | None = None
+        self._chunk_seq = -1
+        self.comments = 0
+        self.bytes_read = 0
+
+    def feed(self, chunk: bytes, recv_ns: int) -> list[SSEEvent]:
+        """Decode one socket read; returns the events it completed, in order."""
+        self._chunk_seq += 1
+        self.bytes_read += len(chunk)
+        if not chunk:
+            return []
+        start = 0
+        if self._skip_lf:
+            self._skip_lf = False
+            if chunk[0] == _LF:
+                start = 1
+        buf = self._buf
+        scan_from = len(buf)
+        buf += memoryview(chunk)[start:]
+        out: list[SSEEvent] = []
+        pos = 0
+        n = len(buf)
+        while True:
+            lf = buf.find(b"\n", scan_from)
+            cr = buf.find(b"\r", scan_from, lf if lf >= 0 else n)
+            if cr >= 0:
+                end, nxt = cr, cr + 1
+                if nxt < n:
+                    if buf[nxt] == _LF:
+                        nxt += 1
+                else:
+                    self._skip_lf = True  # NOTE: CRLF split across reads (wire §2 uses CRLF)
+            elif lf >= 0:
+                end, nxt = lf, lf + 1
+            else:
+                break
+            self._line(bytes(buf[pos:end]), recv_ns, out)
+            pos = scan_from = nxt
+        if pos:
+            del buf[:pos]
+        if len(buf) + self._data_len > self._max_event_bytes:
+            raise StreamProtocolError(
+                f"SSE event exceeds {self._max_event_bytes} bytes", phase="stream"
+            )
+        return out
+
+    def _line(self, line: bytes, recv_ns: int, out: list[SSEEvent]) -> None:
+        if not line:
+            if self._data:
+                data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+                name = self._event.decode("utf-8", "replace") if self._event else "message"
+                out.append(SSEEvent(name, data, recv_ns, self._chunk_seq, self._last_id))
+            self._event = b""
+            self._data = []
+            self._data_len = 0
+            return
+        if line[0] == 0x3A:  # ":" comment, e.g. the 5 s heartbeat
+            self.comments += 1
+            return
+        field, sep, value = line.partition(b":")
+        if sep and value[:1] == b" ":
+            value = value[1:]
+        if field == b"data":
+            self._data.append(value)
+            self._data_len += len(value) + 1
+            if self._data_len > self._max_event_bytes:
+                raise StreamProtocolError(
+                    f"SSE event exceeds {self._max_event_bytes} bytes", phase="stream"
+                )
+        elif field == b"event":
+            self._event = value
+        elif field == b"id" and b"\x00" not in value:
+            # NOTE: per the SSE spec the last id persists across events; ids with NUL are ignored.
+            self._last_id = value.decode("utf-8", "replace")
+        # `retry` and unknown fields are ignored, as the spec says (LangGraph sends neither, §2).
+
+    def pending_bytes(self) -> int:
+        """Bytes of an unfinished event still buffered: non-zero at EOF means a truncated event."""
+        return len(self._buf) + self._data_len

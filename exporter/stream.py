@@ -1,0 +1,116 @@
+"""The HTTP side of a probe: the httpx client, its transport, and what transport errors mean.
+
+httpx is the API the rest of the code uses. Underneath it is aiohttp (through httpx-aiohttp) by
+default: httpx's own HTTP/1.1 path (h11/httpcore) saturates a core at about 50 concurrent streams
+and stamps tokens hundreds of milliseconds late at 200 (docs/PERFORMANCE.md). `httpcore` stays
+selectable for comparison.
+
+This module and `probe` are the only ones that know httpx's and aiohttp's exception types.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from typing import Literal
+
+import aiohttp
+import httpx
+from httpx_aiohttp import AiohttpTransport
+
+from exporter.errors import FailureKind, ProbeFailure
+
+__all__ = ["Transport", "classify_transport_error", "make_client", "ssl_context"]
+
+Transport = Literal["aiohttp", "httpcore"]
+
+def ssl_context(ca_file: str | None = None, *, insecure: bool = False) -> ssl.SSLContext:
+    """The TLS context for one target: system CAs, or `ca_file`, or no verification at all."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    if insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def make_client(
+    *,
+    transport: Transport = "aiohttp",
+    verify: ssl.SSLContext | None = None,
+    connect_timeout_s: float | None = None,
+    max_connections: int = 1,
+) -> httpx.AsyncClient:
+    """A client for probing. No retries, no redirects, no proxy from the environment.
+
+    One probe is one attempt on a fresh connection (blackbox: "no retry"), so connect and TLS
+    are really measured; retrying is the next scheduled probe's job.
+    """
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=0)
+    # Read timeouts are ours (the idle deadline in probe.py), not the transport's.
+    timeout = httpx.Timeout(connect=connect_timeout_s, read=None, write=None, pool=None)
+    verify_ctx: ssl.SSLContext | bool = verify if verify is not None else True
+    base: httpx.AsyncBaseTransport
+    if transport == "aiohttp":
+        base = AiohttpTransport(verify=verify_ctx, trust_env=False, limits=limits)
+    else:
+        base = httpx.AsyncHTTPTransport(verify=verify_ctx, trust_env=False, limits=limits)
+    return httpx.AsyncClient(
+        transport=base, timeout=timeout, follow_redirects=False, trust_env=False
+    )
+
+
+async def aiter_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The raw body, read by read, undecoded (no content-encoding: we ask for identity).
+
+    NOTE: no chunk_size: httpx would re-chunk to that size and hold early bytes back.
+    """
+    async for chunk in response.aiter_raw():
+        yield chunk
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in seen:
+        seen.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return seen
+
+
+def classify_transport_error(exc: Exception, *, streaming: bool) -> ProbeFailure:
+    """Map an httpx/aiohttp/OS error to a failure kind; most specific cause first.
+
+    `streaming` says whether response headers had arrived: the same reset means "could not
+    connect" before them and "the stream broke off" after them.
+    """
+    chain = _chain(exc)
+    detail = str(chain[-1]) or type(chain[-1]).__name__
+    for cause in chain:
+        if isinstance(cause, ssl.SSLError | aiohttp.ClientSSLError):
+            return ProbeFailure(f"TLS: {detail}", kind=FailureKind.TLS, phase="connect")
+    if streaming:
+        return ProbeFailure(
+            f"stream broke off: {detail}", kind=FailureKind.INCOMPLETE, phase="stream"
+        )
+    for cause in chain:
+        if isinstance(cause, aiohttp.ServerDisconnectedError | httpx.RemoteProtocolError):
+            return ProbeFailure(
+                f"server closed the connection without a response: {detail}",
+                kind=FailureKind.PROTOCOL,
+                phase="headers",
+            )
+        if isinstance(
+            cause,
+            aiohttp.ClientConnectorError
+            | aiohttp.ConnectionTimeoutError
+            | httpx.ConnectError
+            | httpx.ConnectTimeout
+            | ConnectionError
+            | OSError,
+        ):
+            return ProbeFailure(f"connect: {detail}", kind=FailureKind.CONNECT, phase="connect")
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return ProbeFailure(f"bad URL: {detail}", kind=FailureKind.CONNECT, phase="connect")
+    return ProbeFailure(
+        f"{type(exc).__name__}: {detail}", kind=FailureKind.PROTOCOL, phase="headers"
+    )

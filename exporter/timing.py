@@ -1,0 +1,286 @@
+"""The timing model: stamped LangGraph events in, per-node and per-call timings out. Pure: no I/O.
+
+A `Timeline` is created before the request is sent and fed every event with the monotonic time
+its bytes were read. It survives any failure: whatever it holds when the probe stops is the result.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from exporter.errors import FailureKind
+from exporter.events import (
+    End,
+    LangGraphEvent,
+    Message,
+    Metadata,
+    Other,
+    RunError,
+    TaskEnd,
+    TaskStart,
+)
+from exporter.result import CallTiming, EventLog, Failure, NodeExecution
+
+__all__ = ["Expectations", "Timeline"]
+
+#: Caps that keep an endless or hostile stream from growing memory without bound (issue 7).
+MAX_EVENTS_LOGGED = 50_000
+MAX_TOKENS_STAMPED = 200_000
+MAX_TEXT_CHARS = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Expectations:
+    """What a successful run must also show (config `expect:`)."""
+
+    min_tokens: int = 1
+    nodes: tuple[str, ...] = ()
+    content_regex: str | None = None
+
+
+@dataclass(slots=True)
+class _Call:
+    msg_id: str
+    model: str | None
+    provider: str | None
+    basis_ns: int | None
+    token_ns: list[int] = field(default_factory=list)
+    output_tokens: int | None = None
+    completed: bool = False
+    end_ns: int | None = None
+
+
+@dataclass(slots=True)
+class _Exec:
+    node: str
+    task_id: str | None
+    start_ns: int | None
+    basis: str
+    basis_ns: int | None
+    end_ns: int | None = None
+    error_type: str | None = None
+    calls: dict[str, _Call] = field(default_factory=dict)
+    last_call_end_ns: int | None = None
+
+
+class Timeline:
+    """Accumulates one probe's measurements; `nodes()` and friends read them out."""
+
+    def __init__(self, t_request_ns: int) -> None:
+        self.t_request_ns = t_request_ns
+        self.t_headers_ns: int | None = None
+        self.t_first_event_ns: int | None = None
+        self.t_first_token_ns: int | None = None
+        self.t_last_byte_ns: int | None = None
+        self.run_id: str | None = None
+        self.run_error: RunError | None = None
+        self.ended = False  # an explicit `end` event was seen
+        self._execs: dict[str, _Exec] = {}
+        self._by_node_fallback: dict[str, str] = {}
+        self._chunk_ids: set[str] = set()
+        self._last_boundary_ns: int | None = None
+        self._tokens_stamped = 0
+        self.tokens_dropped = 0
+        self._text: list[str] = []
+        self._text_len = 0
+        self._ev_ns: list[int] = []
+        self._ev_name: list[str] = []
+        self._ev_node: list[str | None] = []
+        self._ev_dropped = 0
+        self._burst_seq = -1
+        self._burst = 0
+        self.max_tokens_per_read = 0
+
+    # ---------------------------------------------------------------- feeding
+
+    def headers(self, recv_ns: int) -> None:
+        self.t_headers_ns = recv_ns
+
+    def event(self, name: str, ev: LangGraphEvent, recv_ns: int, chunk_seq: int) -> None:
+        """Record one decoded event that arrived at `recv_ns` in socket read `chunk_seq`."""
+        node = ev.langgraph_node if isinstance(ev, Message) else None
+        if len(self._ev_ns) < MAX_EVENTS_LOGGED:
+            self._ev_ns.append(recv_ns)
+            self._ev_name.append(name)
+            self._ev_node.append(node)
+        else:
+            self._ev_dropped += 1
+        if self.t_first_event_ns is None:
+            self.t_first_event_ns = recv_ns
+        if isinstance(ev, Message):
+            self._message(ev, recv_ns, chunk_seq)
+        elif isinstance(ev, TaskStart):
+            ex = self._execs.get(ev.task_id)
+            if ex is None:
+                self._execs[ev.task_id] = _Exec(ev.node, ev.task_id, recv_ns, "tasks", recv_ns)
+            elif ex.start_ns is None:
+                ex.start_ns = recv_ns
+        elif isinstance(ev, TaskEnd):
+            ex = self._execs.get(ev.task_id)
+            if ex is None:
+                ex = self._execs[ev.task_id] = _Exec(
+                    ev.node, ev.task_id, None, "previous_boundary", self._last_boundary_ns
+                )
+            ex.end_ns = recv_ns
+            ex.error_type = ev.error_type
+            self._last_boundary_ns = recv_ns
+        elif isinstance(ev, Metadata):
+            if self.run_id is None:
+                self.run_id = ev.run_id
+            self._last_boundary_ns = recv_ns
+        elif isinstance(ev, RunError):
+            if self.run_error is None:
+                self.run_error = ev
+        elif isinstance(ev, End):
+            self.ended = True
+        else:  # Other: counted in the event log only
+            assert isinstance(ev, Other)
+
+    def _exec_for(self, msg: Message) -> _Exec:
+        key = msg.task_id
+        if key is None:
+            # No task id in the metadata: one execution per node name (best effort).
+            key = self._by_node_fallback.setdefault(msg.node, f"{msg.node}#")
+        ex = self._execs.get(key)
+        if ex is None:
+            ex = self._execs[key] = _Exec(
+                msg.node, msg.task_id, None, "previous_boundary", self._last_boundary_ns
+            )
+        return ex
+
+    def _message(self, msg: Message, recv_ns: int, chunk_seq: int) -> None:
+        if not msg.is_chunk:
+            # A whole message. If its id was streamed, it is the duplicate copy (langgraph #6153).
+            if msg.msg_id not in self._chunk_ids:
+                self._exec_for(msg)
+                self._add_text(msg.text)
+            return
+        self._chunk_ids.add(msg.msg_id)
+        ex = self._exec_for(msg)
+        call = ex.calls.get(msg.msg_id)
+        if call is None:
+            basis = ex.last_call_end_ns if ex.last_call_end_ns is not None else ex.basis_ns
+            call = ex.calls[msg.msg_id] = _Call(msg.msg_id, msg.model, msg.provider, basis)
+        if msg.is_token:
+            if self._tokens_stamped < MAX_TOKENS_STAMPED:
+                call.token_ns.append(recv_ns)
+                self._tokens_stamped += 1
+            else:
+                self.tokens_dropped += 1
+            if self.t_first_token_ns is None:
+                self.t_first_token_ns = recv_ns
+            self._add_text(msg.text)
+            if chunk_seq == self._burst_seq:
+                self._burst += 1
+            else:
+                self._burst_seq, self._burst = chunk_seq, 1
+            self.max_tokens_per_read = max(self.max_tokens_per_read, self._burst)
+        if msg.output_tokens is not None:
+            call.output_tokens = msg.output_tokens
+        if msg.is_last:
+            call.completed = True
+            call.end_ns = recv_ns
+            ex.last_call_end_ns = recv_ns
+            self._last_boundary_ns = recv_ns
+
+    def _add_text(self, text: str) -> None:
+        if text and self._text_len < MAX_TEXT_CHARS:
+            self._text.append(text)
+            self._text_len += len(text)
+
+    # ---------------------------------------------------------------- reading
+
+    @property
+    def text(self) -> str:
+        return "".join(self._text)[:MAX_TEXT_CHARS]
+
+    @property
+    def tokens(self) -> int:
+        return self._tokens_stamped + self.tokens_dropped
+
+    def nodes(self) -> tuple[NodeExecution, ...]:
+        """Node executions in the order they were first seen."""
+        return tuple(
+            NodeExecution(
+                node=ex.node,
+                task_id=ex.task_id,
+                start_ns=ex.start_ns,
+                end_ns=ex.end_ns,
+                error_type=ex.error_type,
+                calls=tuple(
+                    CallTiming(
+                        c.msg_id,
+                        c.model,
+                        c.provider,
+                        tuple(c.token_ns),
+                        c.basis_ns,
+                        c.output_tokens,
+                        c.completed,
+                    )
+                    for c in ex.calls.values()
+                ),
+                basis=ex.basis,
+                basis_ns=ex.basis_ns,
+            )
+            for ex in self._execs.values()
+        )
+
+    def event_log(self) -> EventLog:
+        return EventLog(
+            tuple(self._ev_ns), tuple(self._ev_name), tuple(self._ev_node), self._ev_dropped
+        )
+
+    def unfinished(self) -> str | None:
+        """What is still open at EOF: a started task with no end, or a call with no last chunk.
+
+        A cancelled run "just ends" (wire §8), so a bare EOF is only a clean end when nothing is
+        left open.
+        """
+        for ex in self._execs.values():
+            if ex.start_ns is not None and ex.end_ns is None:
+                return f"node {ex.node!r} started but never ended"
+            for c in ex.calls.values():
+                if c.token_ns and not c.completed and ex.end_ns is None:
+                    return f"LLM call {c.msg_id!r} in node {ex.node!r} never finished"
+        return None
+
+    def verdict(self, expect: Expectations) -> Failure | None:
+        """The outcome of a stream that ended by EOF or `end`: success or one failure."""
+        if self.run_error is not None:
+            ev = self.run_error
+            return Failure(
+                FailureKind.RUN_ERROR,
+                f"{ev.error_type}: {ev.message}",
+                error_type=ev.error_type,
+                phase="stream",
+            )
+        if not self.ended:
+            open_part = self.unfinished()
+            if open_part is not None:
+                return Failure(
+                    FailureKind.INCOMPLETE, f"stream ended early: {open_part}", phase="stream"
+                )
+        if self.tokens == 0:
+            return Failure(FailureKind.NO_TOKENS, "the run ended without a token", phase="stream")
+        return self._expectation_failure(expect)
+
+    def _expectation_failure(self, expect: Expectations) -> Failure | None:
+        if self.tokens < expect.min_tokens:
+            return Failure(
+                FailureKind.EXPECTATION,
+                f"expected at least {expect.min_tokens} tokens, got {self.tokens}",
+            )
+        seen = {ex.node for ex in self._execs.values()}
+        missing = [n for n in expect.nodes if n not in seen]
+        if missing:
+            return Failure(
+                FailureKind.EXPECTATION,
+                f"expected nodes {missing} did not run (saw {sorted(seen)})",
+            )
+        if expect.content_regex is not None and not re.search(expect.content_regex, self.text):
+            return Failure(
+                FailureKind.EXPECTATION,
+                f"content does not match {expect.content_regex!r}",
+            )
+        return None
