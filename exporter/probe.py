@@ -255,6 +255,7 @@ class _State:
             run_id=tl.run_id or self.location_run_id,
             thread_id=self.thread_id,
             trace_id=self.trace.trace_id,
+            span_id=self.trace.span_id,
             http_status=self.http_status,
             t_headers_ns=tl.t_headers_ns,
             t_first_event_ns=tl.t_first_event_ns,

@@ -17,10 +17,6 @@ __all__ = ["CallTiming", "EventLog", "Failure", "NodeExecution", "ProbeResult"]
 _NS = 1e9
 
 
-def _s(ns: int | None) -> float | None:
-    return None if ns is None else ns / _NS
-
-
 @dataclass(frozen=True, slots=True)
 class Failure:
     """Why a probe failed. `error_type` is the server's error class for `run_error` (wire §8)."""
@@ -157,6 +153,7 @@ class ProbeResult:
     run_id: str | None = None
     thread_id: str | None = None
     trace_id: str | None = None
+    span_id: str | None = None  # of the `traceparent` sent: the root span's id
     http_status: int | None = None
     t_headers_ns: int | None = None
     t_first_event_ns: int | None = None
@@ -265,8 +262,3 @@ class ProbeResult:
             ],
             "events": self.events.to_dict(),
         }
-
-
-def seconds(ns: int | None) -> float | None:
-    """Nanoseconds to seconds, keeping None."""
-    return _s(ns)

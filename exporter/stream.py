@@ -24,6 +24,7 @@ __all__ = ["Transport", "classify_transport_error", "make_client", "ssl_context"
 
 Transport = Literal["aiohttp", "httpcore"]
 
+
 def ssl_context(ca_file: str | None = None, *, insecure: bool = False) -> ssl.SSLContext:
     """The TLS context for one target: system CAs, or `ca_file`, or no verification at all."""
     ctx = ssl.create_default_context(cafile=ca_file)

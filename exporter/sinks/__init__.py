@@ -1,0 +1,54 @@
+"""Sinks turn finished `ProbeResult`s into something outside: metrics, spans, log lines.
+
+Results flow one way: the scheduler hands each result to every sink, and a sink never calls back
+into probing. A failing sink is logged and counted and never stops the scheduler (OTel's
+`SimpleSpanProcessor` rule, STYLE §5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from exporter.result import ProbeResult
+
+__all__ = ["Sink", "SinkSet"]
+
+
+class Sink(Protocol):
+    """One destination for results."""
+
+    name: str
+
+    def record(self, result: ProbeResult) -> None:
+        """Take one finished result; must not block the event loop for long."""
+
+    def close(self) -> None:
+        """Flush and release; called once at shutdown, off the event loop."""
+
+
+class SinkSet:
+    """Fans a result out to every sink; one sink's exception never reaches the caller."""
+
+    def __init__(
+        self,
+        sinks: Sequence[Sink],
+        *,
+        on_error: Callable[[str, Exception], None],
+    ) -> None:
+        self.sinks = list(sinks)
+        self._on_error = on_error
+
+    def record(self, result: ProbeResult) -> None:
+        for sink in self.sinks:
+            try:
+                sink.record(result)
+            except Exception as exc:  # a sink bug must not stop probing
+                self._on_error(sink.name, exc)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:
+                self._on_error(sink.name, exc)

@@ -1,0 +1,97 @@
+"""One structured log line per probe, and the bounded history behind `/-/probes`.
+
+Successful probes log at info (the daemon's heartbeat for operators), failures at warning,
+`internal` failures at error. Secrets never reach a log line: results hold no headers, and every
+line passes through the daemon's masking processor as well.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import structlog
+
+from exporter.errors import FailureKind
+from exporter.result import ProbeResult
+from exporter.stats import quantile
+
+__all__ = ["History", "LogSink", "summary"]
+
+
+def summary(result: ProbeResult) -> dict[str, Any]:
+    """The compact per-probe fields used by the log line and `/-/probes`."""
+    gaps = [g for n in result.nodes for g in n.itl_s()]
+    rel = result.since_request_s
+    out: dict[str, Any] = {
+        "target": result.target,
+        "outcome": result.outcome,
+        "reason": None if result.failure is None else result.failure.kind.value,
+        "run_id": result.run_id,
+        "trace_id": result.trace_id,
+        "duration_s": round(result.duration_s, 4),
+        "first_event_s": _r(rel(result.t_first_event_ns)),
+        "ttft_s": _r(result.ttft_s),
+        "itl_p50_s": _r(quantile(gaps, 0.5)),
+        "tokens": result.tokens,
+        "nodes": {
+            n.node: {"ttft_s": _r(n.ttft_s), "itl_p50_s": _r(quantile(n.itl_s(), 0.5))}
+            for n in result.nodes
+            if n.tokens
+        },
+    }
+    if result.failure is not None:
+        out["error"] = result.failure.message[:300]
+        if result.failure.http_status is not None:
+            out["http_status"] = result.failure.http_status
+    return out
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+class LogSink:
+    """Writes the per-probe line."""
+
+    name = "log"
+
+    def __init__(self) -> None:
+        self._log = structlog.get_logger("exporter.probe")
+
+    def record(self, result: ProbeResult) -> None:
+        fields = summary(result)
+        fields.pop("target")
+        if result.failure is None:
+            self._log.info("probe_finished", target=result.target, **fields)
+        elif result.failure.kind is FailureKind.INTERNAL:
+            self._log.error("probe_failed", target=result.target, **fields)
+        else:
+            self._log.warning("probe_failed", target=result.target, **fields)
+
+    def close(self) -> None:
+        """Nothing buffered."""
+
+
+class History:
+    """The last N results, with failures kept in a longer queue of their own (blackbox)."""
+
+    name = "history"
+
+    def __init__(self, size: int = 100) -> None:
+        self.recent: deque[ProbeResult] = deque(maxlen=size)
+        self.failures: deque[ProbeResult] = deque(maxlen=size)
+
+    def record(self, result: ProbeResult) -> None:
+        self.recent.append(result)
+        if result.failure is not None:
+            self.failures.append(result)
+
+    def close(self) -> None:
+        """Nothing to flush."""
+
+    def snapshot(self) -> dict[str, list[dict[str, Any]]]:
+        return {
+            "recent": [summary(r) for r in reversed(self.recent)],
+            "failures": [summary(r) for r in reversed(self.failures)],
+        }

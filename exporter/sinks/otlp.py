@@ -1,0 +1,229 @@
+"""OTLP spans drawn from finished probe results (DESIGN §2).
+
+One trace per probe: a root `invoke_agent {assistant}` span (CLIENT) from the run request to the
+end of the stream, a child `node {name}` per node execution, and under it a `chat {model}` span per
+LLM call. Times are the probe's own monotonic stamps moved onto the wall clock through one anchor
+taken with the request, so span times are as exact as the measurements.
+
+The root span's trace id and span id are the ones the probe sent in `traceparent`, so the server's
+own spans (if it traces) hang under ours, and the Prometheus exemplars point at this trace.
+
+Endpoint, protocol, headers and resource come from the standard `OTEL_*` variables, read by the
+SDK itself; `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL` picks gRPC or http/protobuf.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Final
+from urllib.parse import urlsplit
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from exporter import __version__
+from exporter.result import ProbeResult
+from exporter.stats import quantile
+
+__all__ = ["OTLPSink", "otlp_configured"]
+
+# Stable semconv names, spelled out rather than imported from `_incubating` (STYLE §5).
+ERROR_TYPE: Final = "error.type"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
+HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
+# GenAI conventions (open-telemetry/semantic-conventions, gen-ai spans).
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_AGENT_NAME: Final = "gen_ai.agent.name"
+GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"
+# Our own namespace.
+LANGGRAPH_RUN_ID: Final = "langgraph.run_id"
+LANGGRAPH_NODE: Final = "langgraph.node"
+LANGGRAPH_TASK_ID: Final = "langgraph.task_id"
+PROBE_TARGET: Final = "langgraph.probe.target"
+PROBE_TTFT_S: Final = "langgraph.probe.time_to_first_token_s"
+PROBE_FIRST_EVENT_S: Final = "langgraph.probe.time_to_first_event_s"
+PROBE_TOKENS: Final = "langgraph.probe.tokens"
+PROBE_ITL_P50_S: Final = "langgraph.probe.inter_token_latency_p50_s"
+
+
+def otlp_configured() -> bool:
+    """True when the standard variables name an OTLP endpoint."""
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+
+
+def _protocol() -> str:
+    return (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"  # the OTLP exporter spec's default
+    ).strip()
+
+
+def _exporter_from_env() -> SpanExporter:
+    if _protocol() == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HTTPSpanExporter,
+    )
+
+    return HTTPSpanExporter()
+
+
+class _ProbeIds(IdGenerator):
+    """Hands out the probe's own ids for the root span, random ones after that."""
+
+    def __init__(self) -> None:
+        self.next_trace_id: int | None = None
+        self.next_span_id: int | None = None
+        self._rand = random.SystemRandom()
+
+    def generate_trace_id(self) -> int:
+        value, self.next_trace_id = self.next_trace_id, None
+        return value if value else self._rand.getrandbits(128)
+
+    def generate_span_id(self) -> int:
+        value, self.next_span_id = self.next_span_id, None
+        return value if value else self._rand.getrandbits(64)
+
+
+class OTLPSink:
+    """Turns each result into one span tree and hands it to a batch processor."""
+
+    name = "otlp"
+
+    def __init__(self, exporter: SpanExporter | None = None, *, batch: bool = True) -> None:
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+        self._ids = _ProbeIds()
+        resource = Resource.create(
+            {"service.name": "langgraph-stream-exporter", "service.version": __version__}
+        )
+        self.provider = TracerProvider(resource=resource, id_generator=self._ids)
+        exporter = exporter if exporter is not None else _exporter_from_env()
+        processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
+        self.provider.add_span_processor(processor)
+        self._tracer = self.provider.get_tracer("langgraph-stream-exporter", __version__)
+
+    def record(self, result: ProbeResult) -> None:
+        tracer = self._tracer
+        if result.trace_id:
+            self._ids.next_trace_id = int(result.trace_id, 16)
+        span_id = _span_id_of(result)
+        if span_id:
+            self._ids.next_span_id = span_id
+        url = urlsplit(result.url)
+        attrs: dict[str, str | int | float] = {
+            GEN_AI_OPERATION_NAME: "invoke_agent",
+            GEN_AI_AGENT_NAME: result.assistant_id,
+            PROBE_TARGET: result.target,
+            SERVER_ADDRESS: url.hostname or "",
+            PROBE_TOKENS: result.tokens,
+        }
+        if url.port:
+            attrs[SERVER_PORT] = url.port
+        if result.thread_id:
+            attrs[GEN_AI_CONVERSATION_ID] = result.thread_id
+        if result.run_id:
+            attrs[LANGGRAPH_RUN_ID] = result.run_id
+        if result.http_status is not None:
+            attrs[HTTP_RESPONSE_STATUS_CODE] = result.http_status
+        if result.ttft_s is not None:
+            attrs[PROBE_TTFT_S] = result.ttft_s
+        first_event = result.since_request_s(result.t_first_event_ns)
+        if first_event is not None:
+            attrs[PROBE_FIRST_EVENT_S] = first_event
+        if result.failure is not None:
+            attrs[ERROR_TYPE] = result.failure.kind.value
+        root = tracer.start_span(
+            f"invoke_agent {result.assistant_id}",
+            context=trace.set_span_in_context(trace.INVALID_SPAN),
+            kind=SpanKind.CLIENT,
+            attributes=attrs,
+            start_time=result.wall_ns(result.t_request_ns),
+        )
+        if result.failure is not None:
+            root.set_status(Status(StatusCode.ERROR, result.failure.message[:500]))
+        ctx = trace.set_span_in_context(root)
+        for ex in result.nodes:
+            first = ex.first_token_ns
+            start = ex.start_ns or ex.basis_ns or first or result.t_request_ns
+            last_tokens = [c.token_ns[-1] for c in ex.calls if c.token_ns]
+            end = ex.end_ns or (max(last_tokens) if last_tokens else None) or result.t_end_ns
+            node_attrs: dict[str, str | int | float] = {
+                LANGGRAPH_NODE: ex.node,
+                PROBE_TOKENS: ex.tokens,
+            }
+            if ex.task_id:
+                node_attrs[LANGGRAPH_TASK_ID] = ex.task_id
+            if ex.ttft_s is not None:
+                node_attrs[PROBE_TTFT_S] = ex.ttft_s
+            if ex.error_type:
+                node_attrs[ERROR_TYPE] = ex.error_type
+            node_span = tracer.start_span(
+                f"node {ex.node}",
+                context=ctx,
+                kind=SpanKind.INTERNAL,
+                attributes=node_attrs,
+                start_time=result.wall_ns(start),
+            )
+            if ex.error_type:
+                node_span.set_status(Status(StatusCode.ERROR, ex.error_type))
+            node_ctx = trace.set_span_in_context(node_span)
+            for call in ex.calls:
+                if not call.token_ns:
+                    continue
+                call_attrs: dict[str, str | int | float] = {
+                    GEN_AI_OPERATION_NAME: "chat",
+                    PROBE_TOKENS: call.tokens,
+                }
+                if call.model:
+                    call_attrs[GEN_AI_REQUEST_MODEL] = call.model
+                if call.provider:
+                    call_attrs[GEN_AI_PROVIDER_NAME] = call.provider
+                if call.output_tokens is not None:
+                    call_attrs[GEN_AI_USAGE_OUTPUT_TOKENS] = call.output_tokens
+                if call.ttft_s is not None:
+                    call_attrs[GEN_AI_TIME_TO_FIRST_CHUNK] = call.ttft_s
+                p50 = quantile(call.itl_s, 0.5)
+                if p50 is not None:
+                    call_attrs[PROBE_ITL_P50_S] = p50
+                call_start = call.basis_ns or call.token_ns[0]
+                span = tracer.start_span(
+                    f"chat {call.model or 'unknown'}",
+                    context=node_ctx,
+                    kind=SpanKind.CLIENT,
+                    attributes=call_attrs,
+                    start_time=result.wall_ns(call_start),
+                )
+                if not call.completed and result.failure is not None:
+                    span.set_attribute(ERROR_TYPE, result.failure.kind.value)
+                    span.set_status(Status(StatusCode.ERROR))
+                span.end(end_time=result.wall_ns(max(call.token_ns[-1], call_start)))
+            node_span.end(end_time=result.wall_ns(max(end, start)))
+        root.end(end_time=result.wall_ns(result.t_end_ns))
+
+    def force_flush(self, timeout_s: float = 10.0) -> bool:
+        return self.provider.force_flush(int(timeout_s * 1000))
+
+    def close(self) -> None:
+        """Flush buffered spans and stop the batch thread (call after the scheduler stops)."""
+        self.provider.shutdown()
+
+
+def _span_id_of(result: ProbeResult) -> int | None:
+    return int(result.span_id, 16) if result.span_id else None

@@ -1,0 +1,285 @@
+"""Prometheus exposition of probe results (DESIGN §2), from one custom collector.
+
+Everything is kept per target, so a target removed by a reload loses all its series at once
+(`retain`), histograms and counters included; Prometheus handles the counter reset. Histograms
+carry the probe's trace id as an exemplar (OpenMetrics), the same id the probe sent as
+`traceparent` and the OTLP sink used for its root span.
+
+Example exposition (abridged):
+
+    # TYPE langgraph_probe_inter_token_latency_seconds histogram
+    langgraph_probe_inter_token_latency_seconds_bucket{target="demo-agent",assistant="agent",
+        node="agent",le="0.05"} 16.0 # {trace_id="4bf9..."} 0.0304 1.7e9
+    # TYPE langgraph_probe_success gauge
+    langgraph_probe_success{target="demo-agent",assistant="agent"} 1.0
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import Exemplar, Metric, Sample
+
+from exporter.errors import FailureKind
+from exporter.result import ProbeResult
+
+__all__ = ["NS", "PrometheusSink"]
+
+NS = "langgraph_probe_"
+OTHER_NODE = "__other__"
+
+#: TTFT and durations: 0.01 … 81.92 doubling, plus the usual SLO thresholds (DESIGN §2).
+LATENCY_BUCKETS = tuple(
+    sorted({round(0.01 * 2**i, 2) for i in range(14)} | {0.5, 1.0, 2.0, 5.0, 163.84})
+)
+#: Gaps and TPOT.
+GAP_BUCKETS = (
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,
+    0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+_RUN_HISTS = {
+    "time_to_headers_seconds": "Response headers minus the run request.",
+    "time_to_first_event_seconds": "The `metadata` event minus the run request (queueing).",
+    "time_to_first_token_seconds": "First token of the run minus the run request (run TTFT).",
+    "run_duration_seconds": "End of the stream minus the run request.",
+}
+_NODE_HISTS = {
+    "node_time_to_first_token_seconds": ("First token minus the node's tasks start.", False),
+    "inter_token_latency_seconds": ("Gap between consecutive tokens of one LLM call.", True),
+    "time_per_output_token_seconds": ("(last - first token) / (output tokens - 1).", True),
+    "node_duration_seconds": ("Node tasks end minus tasks start.", False),
+}
+
+
+class _Hist:
+    __slots__ = ("bounds", "counts", "exemplars", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.exemplars: list[Exemplar | None] = [None] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float, trace_id: str | None, now_s: float) -> None:
+        i = bisect_left(self.bounds, value)
+        self.counts[i] += 1
+        self.sum += value
+        if trace_id:
+            self.exemplars[i] = Exemplar({"trace_id": trace_id}, value, now_s)
+
+    def samples(self, name: str, labels: dict[str, str]) -> Iterator[Sample]:
+        acc = 0
+        for i, le in enumerate((*self.bounds, float("inf"))):
+            acc += self.counts[i]
+            le_s = "+Inf" if le == float("inf") else repr(float(le))
+            yield Sample(name + "_bucket", {**labels, "le": le_s}, acc, None, self.exemplars[i])
+        yield Sample(name + "_count", labels, acc, None, None)
+        yield Sample(name + "_sum", labels, self.sum, None, None)
+
+
+@dataclass
+class _TargetState:
+    assistant: str
+    labels: dict[str, str]
+    run_hists: dict[str, _Hist] = field(default_factory=dict)
+    node_hists: dict[tuple[str, str], _Hist] = field(default_factory=dict)
+    runs: dict[tuple[str, str], int] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    nodes: set[str] = field(default_factory=set)
+    last: ProbeResult | None = None
+    last_success_s: float | None = None
+    last_ratio: dict[str, float] = field(default_factory=dict)
+
+
+class PrometheusSink:
+    """Accumulates results per target and exposes them through its own registry."""
+
+    name = "prometheus"
+
+    def __init__(self, *, max_nodes_per_target: int = 50) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._max_nodes = max_nodes_per_target
+        self._lock = threading.Lock()
+        self._targets: dict[str, _TargetState] = {}
+        self._sink_errors: dict[str, int] = {}
+        self.reload_ok = 1.0
+        self.reload_ok_timestamp_s = time.time()
+        self.registry.register(self)
+
+    # --------------------------------------------------------------- feeding
+
+    def declare(self, target: str, assistant: str, labels: dict[str, str]) -> None:
+        """Make a target's series exist (at zero) before its first probe, so rate() sees it.
+
+        A target whose assistant or static labels changed starts afresh: its old series would
+        otherwise linger under the old label values.
+        """
+        with self._lock:
+            st = self._targets.get(target)
+            if st is None or st.labels != labels or st.assistant != assistant:
+                st = self._targets[target] = _TargetState(assistant, labels)
+            st.runs.setdefault(("success", ""), 0)
+            for kind in FailureKind:
+                st.runs.setdefault(("failure", kind.value), 0)
+
+    def retain(self, targets: Iterable[str]) -> None:
+        """Forget every series of targets no longer configured."""
+        keep = set(targets)
+        with self._lock:
+            for name in list(self._targets):
+                if name not in keep:
+                    del self._targets[name]
+
+    def count_skip(self, target: str, reason: str) -> None:
+        with self._lock:
+            st = self._targets.get(target)
+            if st is not None:
+                st.skipped[reason] = st.skipped.get(reason, 0) + 1
+
+    def count_sink_error(self, sink: str) -> None:
+        with self._lock:
+            self._sink_errors[sink] = self._sink_errors.get(sink, 0) + 1
+
+    def set_reload(self, ok: bool) -> None:
+        self.reload_ok = 1.0 if ok else 0.0
+        if ok:
+            self.reload_ok_timestamp_s = time.time()
+
+    def _node(self, st: _TargetState, node: str) -> str:
+        if node in st.nodes:
+            return node
+        if len(st.nodes) < self._max_nodes:
+            st.nodes.add(node)
+            return node
+        return OTHER_NODE
+
+    def record(self, result: ProbeResult) -> None:
+        now_s = time.time()
+        tid = result.trace_id
+        with self._lock:
+            st = self._targets.get(result.target)
+            if st is None:
+                return  # not (or no longer) configured
+            st.last = result
+            reason = "" if result.failure is None else result.failure.kind.value
+            key = (result.outcome, reason)
+            st.runs[key] = st.runs.get(key, 0) + 1
+            if result.success:
+                st.last_success_s = now_s
+            rel = result.since_request_s
+            for metric, value in (
+                ("time_to_headers_seconds", rel(result.t_headers_ns)),
+                ("time_to_first_event_seconds", rel(result.t_first_event_ns)),
+                ("time_to_first_token_seconds", rel(result.t_first_token_ns)),
+                ("run_duration_seconds", result.duration_s),
+            ):
+                if value is not None:
+                    hist = st.run_hists.setdefault(metric, _Hist(LATENCY_BUCKETS))
+                    hist.observe(value, tid, now_s)
+            st.last_ratio = {}
+            gaps_by_node: dict[str, list[float]] = {}
+            for ex in result.nodes:
+                node = self._node(st, ex.node)
+
+                def obs(metric: str, value: float | None, node: str = node) -> None:
+                    if value is None:
+                        return
+                    buckets = GAP_BUCKETS if _NODE_HISTS[metric][1] else LATENCY_BUCKETS
+                    hist = st.node_hists.setdefault((metric, node), _Hist(buckets))
+                    hist.observe(value, tid, now_s)
+
+                obs("node_time_to_first_token_seconds", ex.ttft_s)
+                obs("node_duration_seconds", ex.duration_s)
+                for call in ex.calls:
+                    for gap in call.itl_s:
+                        obs("inter_token_latency_seconds", gap)
+                    obs("time_per_output_token_seconds", call.tpot_s)
+                    gaps_by_node.setdefault(node, []).extend(call.itl_s)
+                if ex.tokens:
+                    st.tokens[node] = st.tokens.get(node, 0) + ex.tokens
+            for node, gaps in gaps_by_node.items():
+                if gaps:
+                    st.last_ratio[node] = sum(1 for g in gaps if g < 0.001) / len(gaps)
+
+    def close(self) -> None:
+        """Nothing to flush: Prometheus pulls."""
+
+    # --------------------------------------------------------------- exposition
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            yield from self._collect()
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def _collect(self) -> Iterator[Metric]:
+        def fam(name: str, doc: str, kind: str) -> Metric:
+            return Metric(NS + name, doc, kind)
+
+        success = fam("success", "1 if the last probe succeeded, else 0.", "gauge")
+        duration = fam("duration_seconds", "Duration of the last probe.", "gauge")
+        last_ok = fam(
+            "last_success_timestamp_seconds", "Unix time of the last successful probe.", "gauge"
+        )
+        ratio = fam(
+            "buffered_gap_ratio",
+            "Share of token gaps under 1 ms in the last probe (near 1: a proxy buffers SSE).",
+            "gauge",
+        )
+        burst = fam(
+            "max_tokens_per_read", "Most tokens read in one socket read, last probe.", "gauge"
+        )
+        runs = fam("runs", "Probes by outcome and failure reason.", "counter")
+        tokens = fam("tokens", "Tokens received, by node.", "counter")
+        skipped = fam("probes_skipped", "Scheduled probes not started, by reason.", "counter")
+        hists = {n: fam(n, d, "histogram") for n, d in _RUN_HISTS.items()}
+        hists.update({n: fam(n, d[0], "histogram") for n, d in _NODE_HISTS.items()})
+        for name, st in self._targets.items():
+            labels = {"target": name, "assistant": st.assistant, **st.labels}
+            last = st.last
+            if last is not None:
+                success.add_sample(NS + "success", labels, 1.0 if last.success else 0.0)
+                duration.add_sample(NS + "duration_seconds", labels, last.duration_s)
+                burst.add_sample(NS + "max_tokens_per_read", labels, last.max_tokens_per_read)
+                for node, value in st.last_ratio.items():
+                    ratio.add_sample(NS + "buffered_gap_ratio", {**labels, "node": node}, value)
+            if st.last_success_s is not None:
+                last_ok.add_sample(NS + "last_success_timestamp_seconds", labels, st.last_success_s)
+            for (outcome, reason), count in sorted(st.runs.items()):
+                runs.add_sample(
+                    NS + "runs_total", {**labels, "outcome": outcome, "reason": reason}, count
+                )
+            for node, count in sorted(st.tokens.items()):
+                tokens.add_sample(NS + "tokens_total", {**labels, "node": node}, count)
+            for reason, count in sorted(st.skipped.items()):
+                skipped.add_sample(NS + "probes_skipped_total", {**labels, "reason": reason}, count)
+            for metric, hist in st.run_hists.items():
+                hists[metric].samples.extend(hist.samples(NS + metric, labels))
+            for (metric, node), hist in sorted(st.node_hists.items()):
+                hists[metric].samples.extend(hist.samples(NS + metric, {**labels, "node": node}))
+        yield from (success, duration, last_ok, ratio, burst, runs, tokens, skipped)
+        yield from hists.values()
+        reload_ok = fam(
+            "config_last_reload_successful", "1 if the last config load succeeded.", "gauge"
+        )
+        reload_ok.add_sample(NS + "config_last_reload_successful", {}, self.reload_ok)
+        reload_ts = fam(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load.",
+            "gauge",
+        )
+        reload_ts.add_sample(
+            NS + "config_last_reload_success_timestamp_seconds", {}, self.reload_ok_timestamp_s
+        )
+        sink_errors = fam("sink_errors", "Exceptions raised by sinks, by sink.", "counter")
+        for sink, count in sorted(self._sink_errors.items()):
+            sink_errors.add_sample(NS + "sink_errors_total", {"sink": sink}, count)
+        yield from (reload_ok, reload_ts, sink_errors)

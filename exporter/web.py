@@ -1,0 +1,132 @@
+"""The daemon's HTTP surface, a small ASGI app served by uvicorn inside the daemon's event loop.
+
+| path | what |
+| --- | --- |
+| `GET /metrics` | Prometheus text format, or OpenMetrics (with exemplars) when the scraper asks |
+| `GET /healthz` | 200 while the process runs |
+| `GET /readyz` | 200 once a config is loaded and probes are scheduled; 503 while shutting down |
+| `POST /-/reload` | reload the targets file (also SIGHUP); 500 with the problems if invalid |
+| `GET /probe?target=NAME[&debug=true]` | probe that configured target now; JSON result |
+| `GET /-/probes` | recent results, failures kept longer, and the schedule |
+
+`/probe` accepts only the name of a configured target. Any other value (including a URL) is a
+404, and nothing from the query string ever reaches a request: no open proxy (CVE-2020-16248).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+__all__ = ["Handlers", "make_app"]
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Handlers:
+    """What the web layer may ask of the daemon; it imports neither scheduler nor probe."""
+
+    registry: CollectorRegistry
+    ready: Callable[[], bool]
+    reload: Callable[[], Awaitable[tuple[bool, str]]]
+    run_probe: Callable[[str, bool], Awaitable[dict[str, Any] | None]]
+    probes: Callable[[], dict[str, Any]]
+    target_names: Callable[[], list[str]]
+    mask: Callable[[bytes], bytes]
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8"
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _json(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+_INDEX = b"""<!doctype html><title>langgraph-stream-exporter</title>
+<h1>langgraph-stream-exporter</h1>
+<ul><li><a href="/metrics">/metrics</a></li><li><a href="/-/probes">/-/probes</a></li>
+<li><a href="/healthz">/healthz</a></li><li><a href="/readyz">/readyz</a></li></ul>
+"""
+
+
+def make_app(h: Handlers) -> App:
+    """The ASGI application."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        method: str = scope["method"]
+        path: str = scope["path"]
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        json_type = "application/json"
+        if path == "/metrics" and method in ("GET", "HEAD"):
+            accept = ""
+            for name, value in scope.get("headers", []):
+                if name == b"accept":
+                    accept = value.decode("latin-1")
+            encoder, content_type = choose_encoder(accept)
+            await _respond(send, 200, encoder(h.registry), content_type)
+        elif path == "/healthz":
+            await _respond(send, 200, b"ok\n")
+        elif path == "/readyz":
+            ok = h.ready()
+            await _respond(send, 200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+        elif path == "/-/reload":
+            if method != "POST":
+                await _respond(send, 405, b"use POST\n")
+                return
+            ok, message = await h.reload()
+            await _respond(send, 200 if ok else 500, message.encode() + b"\n")
+        elif path == "/probe":
+            values = query.get("target", [])
+            if len(values) != 1 or not values[0]:
+                await _respond(send, 400, b"give exactly one ?target=NAME of a configured target\n")
+                return
+            debug = query.get("debug", ["false"])[0].lower() in ("1", "true", "yes")
+            result = await h.run_probe(values[0], debug)
+            if result is None:
+                known = ", ".join(h.target_names()) or "none"
+                body = f"unknown target; configured targets: {known}\n".encode()
+                await _respond(send, 404, body)
+                return
+            await _respond(send, 200, h.mask(_json(result)), json_type)
+        elif path == "/-/probes":
+            await _respond(send, 200, h.mask(_json(h.probes())), json_type)
+        elif path == "/":
+            await _respond(send, 200, _INDEX, "text/html; charset=utf-8")
+        else:
+            await _respond(send, 404, b"not found\n")
+
+    return app
