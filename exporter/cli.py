@@ -7,11 +7,10 @@ failure, 2 a usage error (bad flags, unreadable input file, invalid target).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import orjson
 from pydantic import ValidationError
@@ -19,6 +18,7 @@ from pydantic import ValidationError
 from exporter import __version__
 from exporter.config import Target, load_config
 from exporter.errors import ConfigError
+from exporter.runtime import run_async
 
 __all__ = ["main"]
 
@@ -26,18 +26,6 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 PROG = "langgraph-stream-exporter"
-
-T = TypeVar("T")
-
-
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop where available: the default loop stamps late under load (PERFORMANCE.md)."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -154,7 +142,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from exporter.daemon import serve
 
-    return serve(config_path=args.config, listen=args.listen)
+    code: int = serve(config_path=args.config, listen=args.listen)
+    return code
 
 
 def _cmd_load(args: argparse.Namespace) -> int:
@@ -174,7 +163,8 @@ def _cmd_load(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         transport=args.transport,
     )
-    return run_load(target, options)
+    code: int = run_load(target, options)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -310,6 +310,14 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(path, _problems(exc)) from exc
 
 
+def otlp_configured() -> bool:
+    """True when the standard OTel variables name an OTLP endpoint (the SDK reads them itself)."""
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+
+
 class Settings(BaseSettings):
     """Process settings from the environment (`LGSE_*`); they never change on reload."""
 

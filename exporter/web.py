@@ -107,8 +107,8 @@ def make_app(h: Handlers) -> App:
             if method != "POST":
                 await _respond(send, 405, b"use POST\n")
                 return
-            ok, message = await h.reload()
-            await _respond(send, 200 if ok else 500, message.encode() + b"\n")
+            ok, text = await h.reload()
+            await _respond(send, 200 if ok else 500, text.encode() + b"\n")
         elif path == "/probe":
             values = query.get("target", [])
             if len(values) != 1 or not values[0]:

@@ -30,7 +30,7 @@ from exporter import __version__
 from exporter.result import ProbeResult
 from exporter.stats import quantile
 
-__all__ = ["OTLPSink", "otlp_configured"]
+__all__ = ["OTLPSink"]
 
 # Stable semconv names, spelled out rather than imported from `_incubating` (STYLE §5).
 ERROR_TYPE: Final = "error.type"
@@ -54,14 +54,6 @@ PROBE_TTFT_S: Final = "langgraph.probe.time_to_first_token_s"
 PROBE_FIRST_EVENT_S: Final = "langgraph.probe.time_to_first_event_s"
 PROBE_TOKENS: Final = "langgraph.probe.tokens"
 PROBE_ITL_P50_S: Final = "langgraph.probe.inter_token_latency_p50_s"
-
-
-def otlp_configured() -> bool:
-    """True when the standard variables name an OTLP endpoint."""
-    return bool(
-        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    )
 
 
 def _protocol() -> str:
