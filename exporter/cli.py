@@ -123,7 +123,10 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
         from exporter.report import render_report
 
-        Console().print(render_report(result))
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=120)  # piped: do not squeeze the table into 80 columns
+        console.print(render_report(result))
     return EXIT_OK if result.success else EXIT_FAILURE
 
 

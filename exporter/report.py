@@ -27,8 +27,8 @@ def render_report(result: ProbeResult) -> Group:
         head = Text(f"✘ failure: {f.kind.value}{extra}", style="bold red")
         head.append(f"\n  {f.message}", style="red")
     head.append(
-        f"\n  {result.assistant_id} @ {result.url} ({result.mode})"
-        f"  run {result.run_id or '–'}  trace {result.trace_id or '–'}",
+        f"\n  {result.url}  assistant={result.assistant_id}  mode={result.mode}"
+        f"\n  run {result.run_id or '–'}  trace {result.trace_id or '–'}",
         style="dim",
     )
     rel = result.since_request_s
