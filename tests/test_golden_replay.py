@@ -1,0 +1,116 @@
+"""Golden replay: SSE captures recorded from a real `langgraph dev` (tests/data/sse, see its README)
+go through the decoder and the timing model, with the recorded chunking and arrival times."""
+
+from __future__ import annotations
+
+import random
+import statistics
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from exporter.errors import FailureKind
+from exporter.events import decode_event
+from exporter.sse import SSEDecoder
+from exporter.timing import Expectations, Timeline
+
+DATA = Path(__file__).parent / "data" / "sse"
+CAPTURES = sorted(p.stem for p in DATA.glob("*.sse"))
+
+
+def expected(name: str) -> list[tuple[str, Any]]:
+    lines = (DATA / f"{name}.events.jsonl").read_bytes().splitlines()
+    return [(e["event"], e["data"]) for e in map(orjson.loads, lines)]
+
+
+def recorded_chunks(name: str) -> list[tuple[int, bytes]]:
+    """The capture cut exactly as the network delivered it, with each read's arrival time."""
+    body = (DATA / f"{name}.sse").read_bytes()
+    out, pos = [], 0
+    for line in (DATA / f"{name}.chunks.jsonl").read_bytes().splitlines():
+        chunk = orjson.loads(line)
+        out.append((chunk["t_ns"], body[pos : pos + chunk["len"]]))
+        pos += chunk["len"]
+    assert pos == len(body)
+    return out
+
+
+def decode_all(chunks: list[tuple[int, bytes]]) -> list[tuple[str, Any]]:
+    dec = SSEDecoder()
+    return [(e.event, orjson.loads(e.data)) for t, c in chunks for e in dec.feed(c, t)]
+
+
+def test_there_are_captures() -> None:
+    """The fixture set is present (a missing directory must not pass silently)."""
+    assert len(CAPTURES) >= 8
+
+
+@pytest.mark.parametrize("name", CAPTURES)
+def test_recorded_chunking_decodes_to_the_recorded_events(name: str) -> None:
+    """Decoding the capture read by read gives exactly the events the recorder saw."""
+    assert decode_all(recorded_chunks(name)) == expected(name)
+
+
+@pytest.mark.parametrize("name", CAPTURES)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_chunking_decodes_the_same(name: str, seed: int) -> None:
+    """Cut at random points (CRLF and UTF-8 sequences split too), the events are the same."""
+    body = (DATA / f"{name}.sse").read_bytes()
+    rng = random.Random(seed)
+    cuts = sorted(rng.sample(range(1, len(body)), min(400, len(body) - 1)))
+    chunks = [(i, body[a:b]) for i, (a, b) in enumerate(zip([0, *cuts], [*cuts, len(body)]))]
+    assert decode_all(chunks) == expected(name)
+
+
+def replay(name: str) -> Timeline:
+    """Feed the capture through decoder and timing model with the recorded arrival times."""
+    tl = Timeline(0)
+    dec = SSEDecoder()
+    for t_ns, chunk in recorded_chunks(name):
+        for e in dec.feed(chunk, t_ns):
+            tl.event(e.event, decode_event(e.event, e.data), e.recv_ns, e.chunk_seq)
+    return tl
+
+
+def test_agent_capture_times_match_the_demo_model() -> None:
+    """agent (200 ms first token, 30 ms gaps): node TTFT 200–215 ms, ITL median 30 ± 3 ms."""
+    tl = replay("agent")
+    agents = [n for n in tl.nodes() if n.node == "agent"]
+    assert len(agents) == 2
+    for n in agents:
+        assert n.ttft_s is not None and 0.200 <= n.ttft_s <= 0.215
+        assert abs(statistics.median(n.itl_s()) - 0.030) <= 0.003
+    assert tl.verdict(Expectations(content_regex="foggy")) is None
+
+
+def test_boom_capture_is_run_error_with_five_tokens() -> None:
+    """boom: run_error RuntimeError, the five tokens before it kept (wire §8)."""
+    tl = replay("boom")
+    failure = tl.verdict(Expectations())
+    assert failure is not None
+    assert (failure.kind, failure.error_type) == (FailureKind.RUN_ERROR, "RuntimeError")
+    assert tl.tokens == 5
+
+
+def test_nested_subgraph_capture_attributes_inner_tokens() -> None:
+    """nested with subgraphs: the inner LLM node is `research/inner_agent`."""
+    nodes = {n.node: n for n in replay("nested_subgraphs").nodes()}
+    inner = nodes["research/inner_agent"]
+    assert inner.tokens > 0 and inner.basis == "tasks"
+
+
+def test_messages_only_capture_falls_back_without_tasks() -> None:
+    """Without `tasks` events, node TTFT falls back to the previous boundary and says so."""
+    nodes = [n for n in replay("agent_messages_only").nodes() if n.tokens]
+    assert nodes and all(n.basis == "previous_boundary" for n in nodes)
+
+
+def test_slow_capture_counts_heartbeats_and_still_succeeds() -> None:
+    """slow: heartbeats arrive before the first token and are not tokens (wire §2)."""
+    dec = SSEDecoder()
+    for t_ns, chunk in recorded_chunks("slow"):
+        dec.feed(chunk, t_ns)
+    assert dec.comments >= 1
+    assert replay("slow").verdict(Expectations()) is None
