@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -30,3 +32,67 @@ def langgraph_server() -> Iterator[str]:
 
     with DevServer() as server:
         yield server.url
+
+
+#: The demo graphs' configured gaps per node (demo/graphs.py), used by live assertions.
+DEMO_GAPS_S = {
+    "agent": 0.030,
+    "writer_a": 0.030,
+    "writer_b": 0.045,
+    "research/inner_agent": 0.020,
+    "answer": 0.030,
+}
+
+
+def demo_targets(url: str, interval: str = "3s") -> dict[str, object]:
+    """A daemon config probing every demo graph on `url`."""
+    weather = {"messages": [{"role": "human", "content": "what's the weather in sf?"}]}
+    return {
+        "defaults": {"interval": interval, "input": weather, "labels": {"env": "test"}},
+        "targets": [
+            {"name": "demo-agent", "url": url, "assistant_id": "agent",
+             "expect": {"nodes": ["agent", "action"], "content_regex": "foggy"}},
+            {"name": "demo-agent-thread", "url": url, "assistant_id": "agent", "mode": "thread"},
+            {"name": "demo-parallel", "url": url, "assistant_id": "parallel"},
+            {"name": "demo-nested", "url": url, "assistant_id": "nested"},
+            {"name": "demo-boom", "url": url, "assistant_id": "boom"},
+        ],
+    }  # fmt: skip
+
+
+@dataclass
+class LiveStack:
+    """Real langgraph dev + the daemon probing every demo graph + Prometheus scraping it."""
+
+    langgraph_url: str
+    daemon: Any
+    prometheus: Any
+
+
+@pytest.fixture(scope="session")
+def live_stack(
+    langgraph_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveStack]:
+    from tests.support.daemon import DaemonProcess, Prometheus
+
+    workdir = tmp_path_factory.mktemp("live")
+    daemon = DaemonProcess(demo_targets(langgraph_server), workdir).start()
+    prometheus = Prometheus(daemon.url, workdir).start()
+    try:
+        # Wait until every demo LLM node has ITL observations in two scrapes (rate() needs two).
+        for node in DEMO_GAPS_S:
+            prometheus.wait_for(
+                "increase(langgraph_probe_inter_token_latency_seconds_count"
+                f'{{node="{node}"}}[1m]) > 0',
+                timeout_s=90,
+            )
+        yield LiveStack(langgraph_server, daemon, prometheus)
+    finally:
+        prometheus.stop()
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def live_prometheus_url(live_stack: LiveStack) -> str:
+    """Base URL of a real Prometheus that has scraped the daemon probing the demo graphs."""
+    return str(live_stack.prometheus.url)
