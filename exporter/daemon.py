@@ -228,6 +228,7 @@ class Daemon:
             on_skip=self.prometheus.count_skip,
             on_targets=self._declare,
         )
+        self.prometheus.in_flight = lambda: scheduler.in_flight
         handlers = Handlers(
             registry=self.prometheus.registry,
             ready=lambda: self._ready,

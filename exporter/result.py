@@ -215,6 +215,7 @@ class ProbeResult:
             "run_id": self.run_id,
             "thread_id": self.thread_id,
             "trace_id": self.trace_id,
+            "span_id": self.span_id,
             "http_status": self.http_status,
             "t_request_ns": self.t_request_ns,
             "phases_s": {

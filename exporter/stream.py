@@ -81,37 +81,52 @@ def _chain(exc: BaseException) -> list[BaseException]:
 def classify_transport_error(exc: Exception, *, streaming: bool) -> ProbeFailure:
     """Map an httpx/aiohttp/OS error to a failure kind; most specific cause first.
 
-    `streaming` says whether response headers had arrived: the same reset means "could not
-    connect" before them and "the stream broke off" after them.
+    `streaming` says whether response headers had arrived: the same reset means "the server
+    hung up without answering" before them and "the stream broke off" after them.
+
+    NOTE: httpx-aiohttp maps every `aiohttp.ClientConnectionError` to `httpx.ConnectTimeout`,
+    so a reset or close after the request was sent, and a failed certificate check, all arrive
+    as a "connect timeout". The httpx type is therefore trusted only when no aiohttp error sits
+    in the cause chain; otherwise the aiohttp (and OS/ssl) causes decide.
     """
     chain = _chain(exc)
     detail = str(chain[-1]) or type(chain[-1]).__name__
-    for cause in chain:
-        if isinstance(cause, ssl.SSLError | aiohttp.ClientSSLError):
-            return ProbeFailure(f"TLS: {detail}", kind=FailureKind.TLS, phase="connect")
     if streaming:
         return ProbeFailure(
             f"stream broke off: {detail}", kind=FailureKind.INCOMPLETE, phase="stream"
         )
-    for cause in chain:
-        if isinstance(cause, aiohttp.ServerDisconnectedError | httpx.RemoteProtocolError):
-            return ProbeFailure(
-                f"server closed the connection without a response: {detail}",
-                kind=FailureKind.PROTOCOL,
-                phase="headers",
-            )
-        if isinstance(
-            cause,
-            aiohttp.ClientConnectorError
-            | aiohttp.ConnectionTimeoutError
-            | httpx.ConnectError
-            | httpx.ConnectTimeout
-            | ConnectionError
-            | OSError,
-        ):
-            return ProbeFailure(f"connect: {detail}", kind=FailureKind.CONNECT, phase="connect")
+    if any(isinstance(c, ssl.SSLError | aiohttp.ClientSSLError) for c in chain):
+        return ProbeFailure(f"TLS: {detail}", kind=FailureKind.TLS, phase="connect")
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
         return ProbeFailure(f"bad URL: {detail}", kind=FailureKind.CONNECT, phase="connect")
+    connect = ProbeFailure(f"connect: {detail}", kind=FailureKind.CONNECT, phase="connect")
+    hung_up = ProbeFailure(
+        f"server closed the connection without a response: {detail}",
+        kind=FailureKind.PROTOCOL,
+        phase="headers",
+    )
+    aio = [c for c in chain if isinstance(c, aiohttp.ClientError)]
+    if aio:
+        # aiohttp's own classes say where it failed: ClientConnectorError (and its DNS and
+        # certificate subclasses) while connecting, anything else once the request was out.
+        for cause in aio:
+            if isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+                return connect
+        for cause in aio:
+            if isinstance(cause, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+                return hung_up
+            if isinstance(cause, aiohttp.ClientResponseError):
+                return ProbeFailure(
+                    f"invalid HTTP response: {detail}", kind=FailureKind.PROTOCOL, phase="headers"
+                )
+    else:
+        # httpcore: its mapping is faithful (ConnectError/ConnectTimeout only while connecting).
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return connect
+        if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+            return hung_up
+        if not isinstance(exc, httpx.HTTPError) and isinstance(exc, OSError):
+            return connect
     return ProbeFailure(
         f"{type(exc).__name__}: {detail}", kind=FailureKind.PROTOCOL, phase="headers"
     )

@@ -52,8 +52,18 @@ def test_json_shape_has_the_documented_fields(langgraph_server: str) -> None:
     recv = result["events"]["recv_ns"]
     assert recv == sorted(recv) and recv[0] > result["t_request_ns"]
     call = node(result, "agent")["calls"][0]
-    assert {"msg_id", "model", "provider", "first_token_s", "last_token_s", "tokens",
-            "output_tokens", "ttft_s", "itl_s", "tpot_s"} <= set(call)
+    assert {
+        "msg_id",
+        "model",
+        "provider",
+        "first_token_s",
+        "last_token_s",
+        "tokens",
+        "output_tokens",
+        "ttft_s",
+        "itl_s",
+        "tpot_s",
+    } <= set(call)
     assert call["model"] == "fake-stream-1" and call["output_tokens"] is not None
 
 
@@ -101,7 +111,9 @@ def test_masked_server_error_keeps_the_error_type(langgraph_server: str) -> None
 def _threads(url: str) -> list[dict[str, Any]]:
     r = httpx.post(f"{url}/threads/search", json={"limit": 1000}, timeout=10)
     r.raise_for_status()
-    return [t for t in r.json() if (t.get("metadata") or {}).get("probe") == "langgraph-stream-exporter"]
+    return [
+        t for t in r.json() if (t.get("metadata") or {}).get("probe") == "langgraph-stream-exporter"
+    ]
 
 
 def test_thread_mode_leaves_no_thread_behind(langgraph_server: str) -> None:
@@ -155,5 +167,7 @@ def test_readable_report_lists_nodes_in_run_order(langgraph_server: str) -> None
     proc = cli("probe", "--url", langgraph_server, "--assistant", "agent")
     out = proc.stdout.decode()
     assert proc.returncode == 0 and "success" in out
-    rows = [line.split()[0] for line in out.splitlines() if line.split()[:1] in (["agent"], ["action"])]
+    rows = [
+        line.split()[0] for line in out.splitlines() if line.split()[:1] in (["agent"], ["action"])
+    ]
     assert rows == ["agent", "action", "agent"]

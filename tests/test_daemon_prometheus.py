@@ -15,13 +15,17 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("node", sorted(DEMO_GAPS_S))
-def test_median_itl_per_node_is_in_the_configured_gaps_bucket(live_stack: LiveStack, node: str) -> None:
+def test_median_itl_per_node_is_in_the_configured_gaps_bucket(
+    live_stack: LiveStack, node: str
+) -> None:
     """histogram_quantile(0.5, …ITL…) by node lies in the bucket holding the configured gap."""
     query = (
         "histogram_quantile(0.5, sum by (le, node) "
         "(rate(langgraph_probe_inter_token_latency_seconds_bucket[1m])))"
     )
-    series = {r["metric"].get("node"): float(r["value"][1]) for r in live_stack.prometheus.query(query)}
+    series = {
+        r["metric"].get("node"): float(r["value"][1]) for r in live_stack.prometheus.query(query)
+    }
     gap = DEMO_GAPS_S[node]
     i = bisect.bisect_left(GAP_BUCKETS, gap)
     lower, upper = GAP_BUCKETS[i - 1], GAP_BUCKETS[i]

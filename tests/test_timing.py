@@ -34,8 +34,11 @@ def msg(node: str, content: str, *, mid: str, task: str, ns: str | None = None, 
 
 
 def task(name: str, tid: str, *, start: bool, error: dict[str, str] | None = None):
-    data = {"id": tid, "name": name, "input": {}} if start else {"id": tid, "name": name,
-                                                                  "error": error, "result": {}}
+    data = (
+        {"id": tid, "name": name, "input": {}}
+        if start
+        else {"id": tid, "name": name, "error": error, "result": {}}
+    )
     return "tasks", orjson.dumps(data)
 
 
@@ -46,7 +49,10 @@ def feed(tl: Timeline, stamped: list[tuple[int, tuple[str, bytes]]]) -> None:
 
 def one_call_run(gaps_ms: list[int], first_ms: int = 200) -> Timeline:
     tl = Timeline(0)
-    events = [(100, ("metadata", b'{"run_id":"r","attempt":1}')), (101, task("agent", "t1", start=True))]
+    events = [
+        (100, ("metadata", b'{"run_id":"r","attempt":1}')),
+        (101, task("agent", "t1", start=True)),
+    ]
     t = 101 + first_ms
     events.append((t, msg("agent", "w0", mid="c1", task="t1")))
     for i, gap in enumerate(gaps_ms, 1):
@@ -94,14 +100,17 @@ def test_tpot_uses_usage_output_tokens() -> None:
 def test_itl_never_spans_two_calls_of_one_node() -> None:
     """A second LLM call in the same node starts a new gap series; its TTFT counts from call 1's end."""
     tl = Timeline(0)
-    feed(tl, [
-        (0, task("agent", "t1", start=True)),
-        (100, msg("agent", "a", mid="c1", task="t1")),
-        (130, msg("agent", "b", mid="c1", task="t1")),
-        (131, msg("agent", "", mid="c1", task="t1", chunk_position="last")),
-        (500, msg("agent", "x", mid="c2", task="t1")),
-        (520, msg("agent", "y", mid="c2", task="t1")),
-    ])
+    feed(
+        tl,
+        [
+            (0, task("agent", "t1", start=True)),
+            (100, msg("agent", "a", mid="c1", task="t1")),
+            (130, msg("agent", "b", mid="c1", task="t1")),
+            (131, msg("agent", "", mid="c1", task="t1", chunk_position="last")),
+            (500, msg("agent", "x", mid="c2", task="t1")),
+            (520, msg("agent", "y", mid="c2", task="t1")),
+        ],
+    )
     (node,) = tl.nodes()
     assert [c.itl_s for c in node.calls] == [pytest.approx((0.030,)), pytest.approx((0.020,))]
     assert node.calls[1].ttft_s == pytest.approx(0.369)
@@ -110,16 +119,19 @@ def test_itl_never_spans_two_calls_of_one_node() -> None:
 def test_parallel_nodes_are_attributed_by_task_id() -> None:
     """Interleaved tokens of two parallel nodes each get their own gaps (wire §6)."""
     tl = Timeline(0)
-    feed(tl, [
-        (0, task("writer_a", "ta", start=True)),
-        (0, task("writer_b", "tb", start=True)),
-        (100, msg("writer_b", "b0", mid="cb", task="tb")),
-        (145, msg("writer_b", "b1", mid="cb", task="tb")),
-        (200, msg("writer_a", "a0", mid="ca", task="ta")),
-        (230, msg("writer_a", "a1", mid="ca", task="ta")),
-        (232, msg("writer_b", "b2", mid="cb", task="tb")),
-        (260, msg("writer_a", "a2", mid="ca", task="ta")),
-    ])
+    feed(
+        tl,
+        [
+            (0, task("writer_a", "ta", start=True)),
+            (0, task("writer_b", "tb", start=True)),
+            (100, msg("writer_b", "b0", mid="cb", task="tb")),
+            (145, msg("writer_b", "b1", mid="cb", task="tb")),
+            (200, msg("writer_a", "a0", mid="ca", task="ta")),
+            (230, msg("writer_a", "a1", mid="ca", task="ta")),
+            (232, msg("writer_b", "b2", mid="cb", task="tb")),
+            (260, msg("writer_a", "a2", mid="ca", task="ta")),
+        ],
+    )
     nodes = {n.node: n for n in tl.nodes()}
     assert nodes["writer_a"].itl_s() == pytest.approx([0.030, 0.030])
     assert nodes["writer_b"].itl_s() == pytest.approx([0.045, 0.087])
@@ -130,10 +142,19 @@ def test_subgraph_tokens_get_the_parent_child_path() -> None:
     """A subgraph LLM node is `parent/child` (wire §7), joined to its namespaced tasks start."""
     tl = Timeline(0)
     name, data = msg("inner_agent", "x", mid="c", task="ti", ns="research:tr")
-    feed(tl, [
-        (0, ("tasks|research:tr", orjson.dumps({"id": "ti", "name": "inner_agent", "input": {}}))),
-        (150, (name, data)),
-    ])
+    feed(
+        tl,
+        [
+            (
+                0,
+                (
+                    "tasks|research:tr",
+                    orjson.dumps({"id": "ti", "name": "inner_agent", "input": {}}),
+                ),
+            ),
+            (150, (name, data)),
+        ],
+    )
     (node,) = tl.nodes()
     assert (node.node, node.ttft_s) == ("research/inner_agent", pytest.approx(0.150))
 
@@ -149,10 +170,13 @@ def test_whole_message_duplicate_of_a_streamed_one_is_ignored() -> None:
 def test_tokens_without_tasks_fall_back_to_previous_boundary() -> None:
     """Without a `tasks` start, node TTFT counts from the last boundary and says so."""
     tl = Timeline(0)
-    feed(tl, [
-        (100, ("metadata", b'{"run_id":"r"}')),
-        (350, msg("agent", "x", mid="c", task="t")),
-    ])
+    feed(
+        tl,
+        [
+            (100, ("metadata", b'{"run_id":"r"}')),
+            (350, msg("agent", "x", mid="c", task="t")),
+        ],
+    )
     (node,) = tl.nodes()
     assert (node.basis, node.ttft_s) == ("previous_boundary", pytest.approx(0.250))
 
@@ -168,7 +192,7 @@ def test_tool_call_chunks_are_tokens() -> None:
 def test_burst_of_tokens_in_one_read_is_measured() -> None:
     """Tokens completed by one socket read count as a burst (the buffering indicator)."""
     tl = Timeline(0)
-    for i in range(3):
+    for _i in range(3):
         name, data = msg("agent", "x", mid="c", task="t")
         tl.event(name, decode_event(name, data), 10, 4)
     name, data = msg("agent", "x", mid="c", task="t")
@@ -192,7 +216,14 @@ def test_verdict_incomplete_when_a_node_never_ended() -> None:
 def test_verdict_run_error_keeps_the_server_error_type() -> None:
     """`event: error` is `run_error` with the server's error class (message may be masked)."""
     tl = one_call_run([30])
-    tl.event("error", decode_event("error", b'{"error":"ProviderRateLimitError","message":"An internal error occurred"}'), 1, 1)
+    tl.event(
+        "error",
+        decode_event(
+            "error", b'{"error":"ProviderRateLimitError","message":"An internal error occurred"}'
+        ),
+        1,
+        1,
+    )
     failure = tl.verdict(Expectations())
     assert failure is not None
     assert (failure.kind, failure.error_type) == (FailureKind.RUN_ERROR, "ProviderRateLimitError")

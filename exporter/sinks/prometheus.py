@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
@@ -111,6 +111,7 @@ class PrometheusSink:
         self._sink_errors: dict[str, int] = {}
         self.reload_ok = 1.0
         self.reload_ok_timestamp_s = time.time()
+        self.in_flight: Callable[[], int] = lambda: 0
         self.registry.register(self)
 
     # --------------------------------------------------------------- feeding
@@ -279,6 +280,9 @@ class PrometheusSink:
         reload_ts.add_sample(
             NS + "config_last_reload_success_timestamp_seconds", {}, self.reload_ok_timestamp_s
         )
+        in_flight = fam("probes_in_flight", "Probes running now.", "gauge")
+        in_flight.add_sample(NS + "probes_in_flight", {}, self.in_flight())
+        yield in_flight
         sink_errors = fam("sink_errors", "Exceptions raised by sinks, by sink.", "counter")
         for sink, count in sorted(self._sink_errors.items()):
             sink_errors.add_sample(NS + "sink_errors_total", {"sink": sink}, count)

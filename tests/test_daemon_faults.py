@@ -1,0 +1,242 @@
+"""The daemon under faulty targets: a stalled and an erroring target never disturb a healthy one.
+
+One scenario (about 25 s) runs once per module: the real daemon subprocess probes three scripted
+LangGraph-wire servers on loopback every second. `stall` answers headers and then never sends a
+byte, `error` answers every run with HTTP 500, `healthy` streams a short run. The tests below each
+check one property of what was observed (issue 7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.daemon import DaemonProcess
+from tests.support.scripted_server import ScriptedServer, body, hang, langgraph_stream, status
+
+pytestmark = pytest.mark.slow
+
+TARGETS = ("stall", "error", "healthy")
+#: Seconds of probing between the daemon being ready and the middle / the end sample.
+HALF_WINDOW_S = 10.0
+RSS_LIMIT_KB = 150 * 1024
+
+
+def config(urls: dict[str, str]) -> dict[str, Any]:
+    # NOTE: idle <= 5 s is only allowed with total <= 5 s (the heartbeat rule, config.py);
+    # the stall probe lasts ~2.5 s, longer than its 1 s interval, so ticks overlap.
+    return {
+        "defaults": {"interval": "1s"},
+        "targets": [
+            {"name": "stall", "url": urls["stall"], "assistant_id": "agent",
+             "timeout": {"idle": "2500ms", "total": "3s"}},
+            {"name": "error", "url": urls["error"], "assistant_id": "agent",
+             "timeout": {"idle": "2s", "total": "3s"}},
+            {"name": "healthy", "url": urls["healthy"], "assistant_id": "agent",
+             "timeout": {"idle": "2s", "total": "3s"}},
+        ],
+    }  # fmt: skip
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Every sample of metric `name` in a text exposition, keyed by its sorted labels."""
+    out: dict[tuple[tuple[str, str], ...], float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name:
+                out[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def total(text: str, name: str, **match: str) -> float:
+    """Sum of `name` over the samples whose labels include `match`."""
+    return sum(
+        v
+        for labels, v in samples(text, name).items()
+        if all(dict(labels).get(k) == want for k, want in match.items())
+    )
+
+
+@dataclass
+class Scrape:
+    """One `/metrics` scrape, with the server's request count read just before and after it."""
+
+    text: str
+    requests_before: dict[str, int]
+    requests_after: dict[str, int]
+
+
+@dataclass
+class Observed:
+    pid: int
+    rss_kb: list[int] = field(default_factory=list)  # start, middle, end
+    scrapes: list[Scrape] = field(default_factory=list)  # middle, end
+    probes: dict[str, Any] = field(default_factory=dict)  # `/-/probes` at the end
+    requests_final: dict[str, int] = field(default_factory=dict)
+    exit_code: int | None = None
+    log_lines: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def _scenario(workdir: Path) -> Observed:
+    servers = {name: ScriptedServer() for name in TARGETS}
+    for server in servers.values():
+        await server.start()
+    try:
+        servers["stall"].route_stateless([status(), hang()])
+        servers["error"].route_stateless([body(500, {"detail": "simulated outage"})])
+        servers["healthy"].route_stateless(langgraph_stream(tokens=3, first_token_s=0.02, gap_s=0.01))
+
+        def runs_received() -> dict[str, int]:
+            return {n: len(s.requests_to("POST", "/runs/stream")) for n, s in servers.items()}
+
+        daemon = DaemonProcess(config({n: s.url for n, s in servers.items()}), workdir)
+        # start() polls with blocking httpx; off the loop, so the scripted servers keep serving.
+        await asyncio.to_thread(daemon.start)
+        try:
+            assert daemon.proc is not None
+            seen = Observed(pid=daemon.proc.pid)
+            async with httpx.AsyncClient(base_url=daemon.url, timeout=10) as client:
+
+                async def scrape() -> Scrape:
+                    before = runs_received()
+                    text = (await client.get("/metrics")).text
+                    return Scrape(text, before, runs_received())
+
+                seen.rss_kb.append(rss_kb(seen.pid))
+                for _ in range(2):
+                    await asyncio.sleep(HALF_WINDOW_S)  # the observation window itself
+                    seen.rss_kb.append(rss_kb(seen.pid))
+                    seen.scrapes.append(await scrape())
+                seen.probes = (await client.get("/-/probes")).json()
+            # SIGTERM drains running probes (each records its result once), then exits.
+            daemon.signal(signal.SIGTERM)
+            seen.exit_code = await asyncio.to_thread(daemon.wait, 30)
+            seen.requests_final = runs_received()
+        finally:
+            await asyncio.to_thread(daemon.stop)
+        for line in daemon.log().splitlines():
+            if line.startswith("{"):
+                seen.log_lines.append(orjson.loads(line))
+        return seen
+    finally:
+        for server in servers.values():
+            await server.stop()
+
+
+@pytest.fixture(scope="module")
+def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
+    yield asyncio.run(_scenario(tmp_path_factory.mktemp("faults")))
+
+
+def test_healthy_probes_start_on_schedule(observed: Observed) -> None:
+    """Every scheduled probe of the healthy target started less than 1 s after it was planned."""
+    starts = observed.probes["schedule"]["healthy"]
+    assert len(starts) >= 15  # about one a second for ~20 s
+    lateness = [s["started"] - s["planned"] for s in starts]
+    assert all(-0.01 <= late < 1.0 for late in lateness), lateness
+
+
+def test_healthy_success_counter_keeps_growing(observed: Observed) -> None:
+    """runs_total{target=healthy,outcome=success} grows between the middle and the end scrape."""
+    middle, end = (
+        total(s.text, "langgraph_probe_runs_total", target="healthy", outcome="success")
+        for s in observed.scrapes
+    )
+    assert middle >= 5
+    assert end >= middle + 5
+
+
+def test_stalled_probes_end_as_stalled_or_deadline(observed: Observed) -> None:
+    """Every finished probe of the hung target failed with `stalled` or `deadline`, none other."""
+    reasons = {
+        labels["reason"]: v
+        for key, v in samples(observed.scrapes[-1].text, "langgraph_probe_runs_total").items()
+        if (labels := dict(key))["target"] == "stall"
+    }
+    assert sum(reasons.values()) >= 3
+    assert set(reasons) <= {"stalled", "deadline"}, reasons
+
+
+def test_overlapping_ticks_of_the_stalled_target_are_skipped_and_counted(
+    observed: Observed,
+) -> None:
+    """The stall target's probe outlasts its interval, so ticks are skipped as `overlap`."""
+    text = observed.scrapes[-1].text
+    skipped = total(text, "langgraph_probe_probes_skipped_total", target="stall", reason="overlap")
+    assert skipped >= 3
+
+
+def test_no_skips_for_targets_that_finish_within_their_interval(observed: Observed) -> None:
+    """Targets whose probes end quickly never have a tick skipped."""
+    text = observed.scrapes[-1].text
+    for name in ("healthy", "error"):
+        assert total(text, "langgraph_probe_probes_skipped_total", target=name) == 0
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_runs_total_counts_each_request_once_at_every_scrape(
+    observed: Observed, target: str
+) -> None:
+    """At a scrape, runs_total lies between the requests received before it minus the one probe
+    that may be in flight, and the requests received after it (never two at once per target)."""
+    for scrape in observed.scrapes:
+        counted = total(scrape.text, "langgraph_probe_runs_total", target=target)
+        assert scrape.requests_before[target] - 1 <= counted <= scrape.requests_after[target]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_one_probe_log_line_per_request_after_a_graceful_stop(
+    observed: Observed, target: str
+) -> None:
+    """After SIGTERM drained the probes, each request the server got has exactly one result line."""
+    assert observed.exit_code == 0
+    lines = [
+        r for r in observed.log_lines
+        if r.get("event") in ("probe_finished", "probe_failed") and r.get("target") == target
+    ]  # fmt: skip
+    assert len(lines) == observed.requests_final[target]
+
+
+def test_error_target_fails_with_http_status(observed: Observed) -> None:
+    """Every probe of the HTTP 500 target is counted as `http_status`."""
+    reasons = {
+        dict(key)["reason"]
+        for key in samples(observed.scrapes[-1].text, "langgraph_probe_runs_total")
+        if dict(key)["target"] == "error"
+    }
+    assert reasons == {"http_status"}
+
+
+def test_rss_stays_bounded(observed: Observed) -> None:
+    """Daemon RSS stays under 150 MB throughout."""
+    assert max(observed.rss_kb) < RSS_LIMIT_KB, observed.rss_kb
+
+
+def test_rss_does_not_grow_from_middle_to_end(observed: Observed) -> None:
+    """RSS at the end is within 20% of RSS in the middle of the run."""
+    _, middle, end = observed.rss_kb
+    assert end <= middle * 1.2, observed.rss_kb
+
+
+def test_probe_pid_is_the_daemon_process(observed: Observed) -> None:
+    """RSS was read from the exporter process itself (not a wrapper), so the bound means something."""
+    assert observed.pid != os.getpid()
+    cmdline = [line for line in observed.log_lines if line.get("event") == "exporter_started"]
+    assert cmdline, "daemon never logged exporter_started"
