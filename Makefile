@@ -51,3 +51,6 @@ check: test
 
 clean:
 	rm -rf $(VENV) demo/.venv .tools .mypy_cache .ruff_cache .pytest_cache
+
+demo: $(VENV_STAMP) $(DEMO_STAMP)
+	$(PY) scripts/demo.py

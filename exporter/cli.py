@@ -170,6 +170,12 @@ def _cmd_load(args: argparse.Namespace) -> int:
     return code
 
 
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from exporter.watch import watch
+
+    return watch(args.url, duration_s=args.duration)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Synthetic streaming probes for LangGraph APIs.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -196,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="targets file (default: $LGSE_CONFIG)")
     p.add_argument("--listen", help="HOST:PORT (default: $LGSE_LISTEN or 0.0.0.0:9465)")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("watch", help="live per-target, per-node view of a running exporter")
+    p.add_argument("--url", default="http://127.0.0.1:9465", help="the exporter's base URL")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.set_defaults(func=_cmd_watch)
 
     p = sub.add_parser("check-config", help="validate a targets file and exit 0/1")
     p.add_argument("file")

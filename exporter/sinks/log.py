@@ -29,6 +29,7 @@ def summary(result: ProbeResult) -> dict[str, Any]:
         "reason": None if result.failure is None else result.failure.kind.value,
         "run_id": result.run_id,
         "trace_id": result.trace_id,
+        "finished_at": round(result.wall_ns(result.t_end_ns) / 1e9, 3),
         "duration_s": round(result.duration_s, 4),
         "first_event_s": _r(rel(result.t_first_event_ns)),
         "ttft_s": _r(result.ttft_s),

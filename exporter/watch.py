@@ -1,0 +1,102 @@
+"""`watch`: a live terminal view of a running exporter, per target and per node.
+
+It reads the exporter's own `/-/probes` endpoint once a second, so it works against any running
+daemon (local, or port-forwarded from a cluster). On a terminal it redraws one table; piped, it
+prints a line per new probe result.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from exporter.report import ms
+
+__all__ = ["watch"]
+
+
+def _fetch(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "/-/probes", timeout=5) as resp:
+        data: dict[str, Any] = json.load(resp)
+        return data
+
+
+def _table(last: dict[str, Any], now_s: float) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
+    left = ("target", "last probe", "node")
+    for col in (*left[:2], "age", "run TTFT", "node", "node TTFT", "ITL p50", "tokens"):
+        table.add_column(col, justify="left" if col in left else "right")
+    for name in sorted(last):
+        s = last[name]
+        ok = s["outcome"] == "success"
+        outcome = Text("ok", "green") if ok else Text(s.get("reason") or "failure", "red")
+        age = f"{now_s - s['finished_at']:.0f} s"
+        nodes = list(s.get("nodes", {}).items()) or [("–", {"ttft_s": None, "itl_p50_s": None})]
+        for i, (node, n) in enumerate(nodes):
+            first = i == 0
+            table.add_row(
+                name if first else "",
+                outcome if first else "",
+                age if first else "",
+                ms(s.get("ttft_s")) if first else "",
+                node,
+                ms(n.get("ttft_s")),
+                ms(n.get("itl_p50_s")),
+                str(s.get("tokens", "")) if first else "",
+            )
+    return table
+
+
+def watch(url: str, *, interval_s: float = 1.0, duration_s: float | None = None) -> int:
+    """Follow an exporter until Ctrl-C (or `duration_s`); returns an exit status."""
+    url = url.rstrip("/")
+    console = Console()
+    stop_at = None if duration_s is None else time.monotonic() + duration_s
+    seen: set[tuple[str, float]] = set()
+
+    def view(data: dict[str, Any]) -> Group:
+        head = Text(f"{url}/metrics · {len(data.get('last', {}))} targets · Ctrl-C to stop", "dim")
+        return Group(head, _table(data.get("last", {}), time.time()))
+
+    try:
+        if console.is_terminal:
+            with Live(Text("waiting for the first probe…"), console=console) as live:
+                while stop_at is None or time.monotonic() < stop_at:
+                    try:
+                        live.update(view(_fetch(url)))
+                    except OSError as exc:
+                        live.update(Text(f"cannot reach {url}: {exc}", "red"))
+                    time.sleep(interval_s)
+        else:
+            while stop_at is None or time.monotonic() < stop_at:
+                try:
+                    data = _fetch(url)
+                except OSError as exc:
+                    console.print(f"cannot reach {url}: {exc}")
+                    time.sleep(interval_s)
+                    continue
+                for name, s in sorted(data.get("last", {}).items()):
+                    key = (name, s["finished_at"])
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    nodes = " ".join(
+                        f"{node}: ttft {ms(n.get('ttft_s'))} itl {ms(n.get('itl_p50_s'))}"
+                        for node, n in s.get("nodes", {}).items()
+                    )
+                    verdict = "ok" if s["outcome"] == "success" else f"FAIL {s.get('reason')}"
+                    console.print(
+                        f"{name:<20} {verdict:<18} run ttft {ms(s.get('ttft_s')):>9}  {nodes}",
+                        soft_wrap=True,
+                    )
+                time.sleep(interval_s)
+    except KeyboardInterrupt:
+        return 0
+    return 0
