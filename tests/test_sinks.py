@@ -1,0 +1,181 @@
+"""Sinks in isolation: Prometheus exposition from results, OTLP span trees, the history."""
+
+from __future__ import annotations
+
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from exporter.errors import FailureKind
+from exporter.result import CallTiming, Failure, NodeExecution, ProbeResult
+from exporter.sinks import SinkSet
+from exporter.sinks.log import History
+from exporter.sinks.otlp import OTLPSink
+from exporter.sinks.prometheus import OTHER_NODE, PrometheusSink
+
+MS = 1_000_000
+
+
+def result(
+    target: str = "t",
+    *,
+    nodes: tuple[str, ...] = ("agent",),
+    failure: Failure | None = None,
+    trace_id: str = "ab" * 16,
+) -> ProbeResult:
+    execs = tuple(
+        NodeExecution(
+            node=name, task_id=f"task-{i}", start_ns=100 * MS, end_ns=400 * MS, error_type=None,
+            calls=(CallTiming(f"m{i}", "model-x", "prov", (300 * MS, 330 * MS, 360 * MS), 100 * MS, 3, True),),
+            basis="tasks", basis_ns=100 * MS,
+        )
+        for i, name in enumerate(nodes)
+    )  # fmt: skip
+    return ProbeResult(
+        target=target, url="http://127.0.0.1:1", assistant_id="agent", mode="stateless",
+        t_request_ns=0, wall_request_ns=1_700_000_000 * 10**9, t_end_ns=500 * MS, failure=failure,
+        trace_id=trace_id, span_id="cd" * 8, t_headers_ns=5 * MS, t_first_event_ns=50 * MS,
+        t_first_token_ns=300 * MS, nodes=execs,
+    )  # fmt: skip
+
+
+def sink_with(*targets: str, max_nodes: int = 50) -> PrometheusSink:
+    sink = PrometheusSink(max_nodes_per_target=max_nodes)
+    for t in targets:
+        sink.declare(t, "agent", {"env": "dev"})
+    return sink
+
+
+def test_declared_target_has_zero_counters_before_any_probe() -> None:
+    """runs_total exists at 0 for each outcome and reason, so rate() and alerts see it."""
+    sink = sink_with("t")
+    labels = {
+        "target": "t",
+        "assistant": "agent",
+        "env": "dev",
+        "outcome": "failure",
+        "reason": "run_error",
+    }
+    assert sink.registry.get_sample_value("langgraph_probe_runs_total", labels) == 0
+
+
+def test_itl_histogram_counts_every_gap_by_node() -> None:
+    """Two gaps of 30 ms land in the 0.05 bucket of the node's ITL histogram."""
+    sink = sink_with("t")
+    sink.record(result())
+    labels = {"target": "t", "assistant": "agent", "env": "dev", "node": "agent", "le": "0.05"}
+    assert (
+        sink.registry.get_sample_value("langgraph_probe_inter_token_latency_seconds_bucket", labels)
+        == 2
+    )
+    labels["le"] = "0.025"
+    assert (
+        sink.registry.get_sample_value("langgraph_probe_inter_token_latency_seconds_bucket", labels)
+        == 0
+    )
+
+
+def test_failure_counts_its_reason_and_zeroes_success() -> None:
+    """A run_error probe adds to runs_total{reason="run_error"} and sets success 0."""
+    sink = sink_with("t")
+    sink.record(result(failure=Failure(FailureKind.RUN_ERROR, "boom")))
+    base = {"target": "t", "assistant": "agent", "env": "dev"}
+    assert (
+        sink.registry.get_sample_value(
+            "langgraph_probe_runs_total", {**base, "outcome": "failure", "reason": "run_error"}
+        )
+        == 1
+    )
+    assert sink.registry.get_sample_value("langgraph_probe_success", base) == 0
+
+
+def test_retain_drops_every_series_of_a_removed_target() -> None:
+    """After retain(), no series of the removed target remains."""
+    sink = sink_with("keep", "gone")
+    sink.record(result("gone"))
+    sink.retain(["keep"])
+    assert b'target="gone"' not in generate_latest(sink.registry)
+
+
+def test_results_of_unconfigured_targets_are_ignored() -> None:
+    """A late result for a removed target does not bring its series back."""
+    sink = sink_with("keep")
+    sink.record(result("gone"))
+    assert b'target="gone"' not in generate_latest(sink.registry)
+
+
+def test_node_values_are_capped_per_target() -> None:
+    """Beyond the cap, new node names are folded into __other__."""
+    sink = sink_with("t", max_nodes=2)
+    sink.record(result(nodes=("a", "b", "c", "d")))
+    text = generate_latest(sink.registry).decode()
+    assert 'node="a"' in text and 'node="b"' in text
+    assert 'node="c"' not in text and f'node="{OTHER_NODE}"' in text
+
+
+def test_openmetrics_exposition_carries_the_trace_id_exemplar() -> None:
+    """OpenMetrics output has the probe's trace id as an exemplar on histogram buckets."""
+    sink = sink_with("t")
+    sink.record(result(trace_id="12" * 16))
+    assert b'# {trace_id="' + b"12" * 16 + b'"}' in generate_openmetrics(sink.registry)
+
+
+def test_sink_errors_are_counted_and_do_not_propagate() -> None:
+    """A sink that raises is counted in sink_errors_total and the others still run."""
+    prom = sink_with("t")
+
+    class Broken:
+        name = "broken"
+
+        def record(self, result: ProbeResult) -> None:
+            raise RuntimeError("nope")
+
+        def close(self) -> None:
+            pass
+
+    history = History(5)
+    sinks = SinkSet([Broken(), history], on_error=lambda name, exc: prom.count_sink_error(name))
+    sinks.record(result())
+    assert (
+        prom.registry.get_sample_value("langgraph_probe_sink_errors_total", {"sink": "broken"}) == 1
+    )
+    assert len(history.recent) == 1
+
+
+def test_history_keeps_failures_longer() -> None:
+    """Failures stay in their own queue after newer successes push them out of `recent`."""
+    history = History(2)
+    history.record(result(failure=Failure(FailureKind.STALLED, "x")))
+    for _ in range(3):
+        history.record(result())
+    snap = history.snapshot()
+    assert [r["outcome"] for r in snap["recent"]] == ["success", "success"]
+    assert snap["failures"][0]["reason"] == "stalled"
+
+
+def test_otlp_span_tree_uses_the_probe_ids_and_times() -> None:
+    """Root span ids are the traceparent's; node and chat spans nest with the probe's times."""
+    exporter = InMemorySpanExporter()
+    sink = OTLPSink(exporter, batch=False)
+    r = result(nodes=("agent", "tools"))
+    sink.record(r)
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    root = spans["invoke_agent agent"]
+    assert f"{root.context.trace_id:032x}" == r.trace_id
+    assert f"{root.context.span_id:016x}" == r.span_id
+    assert root.start_time == r.wall_request_ns and root.end_time == r.wall_ns(r.t_end_ns)
+    node = spans["node agent"]
+    assert node.parent is not None and node.parent.span_id == root.context.span_id
+    chat = next(s for s in exporter.get_finished_spans() if s.name == "chat model-x")
+    assert chat.attributes["gen_ai.response.time_to_first_chunk"] == 0.2
+    sink.close()
+
+
+def test_otlp_error_type_on_failure() -> None:
+    """A failed probe's root span carries error.type = the failure kind."""
+    exporter = InMemorySpanExporter()
+    sink = OTLPSink(exporter, batch=False)
+    sink.record(result(failure=Failure(FailureKind.STALLED, "no bytes")))
+    (root,) = [s for s in exporter.get_finished_spans() if s.parent is None]
+    assert root.attributes["error.type"] == "stalled"
+    sink.close()
