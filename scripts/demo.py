@@ -19,9 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "demo"))
 
-from devserver import DevServer  # noqa: E402  (demo/ is not a package)
-
 import yaml  # noqa: E402
+from devserver import DevServer  # noqa: E402  (demo/ is not a package)
 
 from exporter.watch import watch  # noqa: E402
 
