@@ -12,6 +12,7 @@ and its stamp.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from exporter.events import Message, RunError, decode_event
 from exporter.result import Failure, ProbeResult
 from exporter.sse import SSEDecoder
 from exporter.stream import (
+    TRANSPORT_ERRORS,
     Transport,
     aiter_chunks,
     classify_transport_error,
@@ -43,6 +45,7 @@ STREAM_MODE = ("messages-tuple", "tasks")  # tasks: node start and end (wire §5
 BODY_EXCERPT_CHARS = 500
 CLEANUP_TIMEOUT_S = 10.0
 _NS = 1_000_000_000
+_CLEANUP_ERRORS: tuple[type[Exception], ...] = (TimeoutError, *TRANSPORT_ERRORS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,13 @@ def _headers(target: Target, trace: TraceParent) -> dict[str, str]:
     if key is not None:
         headers["x-api-key"] = key.get_secret_value()
     return headers
+
+
+def _secret_values(target: Target, headers: dict[str, str]) -> tuple[str, ...]:
+    names = {"x-api-key", *(name.lower() for name in target.secret_headers)}
+    # NOTE: very short values are not masked: replacing "a" everywhere would garble messages.
+    values = {v for k, v in headers.items() if k.lower() in names and len(v) >= 4}
+    return tuple(sorted(values, key=len, reverse=True))
 
 
 def _ids_from_location(location: str | None) -> tuple[str | None, str | None]:
@@ -177,6 +187,7 @@ async def probe(
     state = _State(target, trace)
 
     def say(line: str) -> None:
+        line = state.mask(line)
         state.log.append(line)
         if log is not None:
             log(line)
@@ -190,6 +201,7 @@ async def probe(
             transport=transport, verify=verify, connect_timeout_s=target.timeout.connect
         )
     headers = _headers(target, trace)
+    state.secrets = _secret_values(target, headers)
     try:
         if target.mode == "thread":
             state.thread_id = await _create_thread(client, target, headers, state, say)
@@ -221,6 +233,13 @@ class _State:
         self.clean_eof = False
         self.t_end_ns: int | None = None
         self.log: list[str] = []
+        self.secrets: tuple[str, ...] = ()  # values sent in secret headers, longest first
+
+    def mask(self, text: str) -> str:
+        """A server may echo a key back (`invalid key sk-…`); the result must never hold it."""
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def restart_clock(self) -> None:
         """t_request is taken just before the run request, after any thread creation."""
@@ -231,7 +250,7 @@ class _State:
         if self.failure is None:
             self.failure = Failure(
                 exc.kind,
-                exc.message,
+                self.mask(exc.message),
                 error_type=exc.error_type,
                 http_status=getattr(exc, "http_status", None),
                 phase=exc.phase,
@@ -243,6 +262,8 @@ class _State:
         failure = self.failure
         if failure is None:
             failure = tl.verdict(_expectations(self.target))
+            if failure is not None:  # e.g. an `event: error` message quoting the request
+                failure = dataclasses.replace(failure, message=self.mask(failure.message))
         return ProbeResult(
             target=self.target.name,
             url=self.target.url,
@@ -294,7 +315,7 @@ async def _create_thread(
             ProbeFailure("deadline: POST /threads", kind=FailureKind.DEADLINE, phase="thread")
         )
         return None
-    except httpx.HTTPError as exc:
+    except TRANSPORT_ERRORS as exc:
         state.fail(classify_transport_error(exc, streaming=False))
         return None
     if response.status_code >= 300:
@@ -308,9 +329,54 @@ async def _create_thread(
             )
         )
         return None
-    thread_id = response.json().get("thread_id")
+    try:
+        thread_id = orjson.loads(response.content).get("thread_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        thread_id = None
+    if not isinstance(thread_id, str):
+        # NOTE: without a thread id the run would silently go to stateless `/runs/stream`.
+        state.fail(
+            ProbeFailure(
+                f"POST /threads: no thread_id in the response: {response.content[:200]!r}",
+                kind=FailureKind.PROTOCOL,
+                phase="thread",
+            )
+        )
+        return None
     say(f"created thread {thread_id}")
-    return thread_id if isinstance(thread_id, str) else None
+    return thread_id
+
+
+class _Watchdog:
+    """Expires the stream's timer once the nearest deadline has really passed.
+
+    A read only stores its stamp in `last_ns`; re-arming a timer on every read costs more CPU
+    than decoding the event (docs/PERFORMANCE.md). The callback runs at the earliest deadline
+    that could apply and, if bytes or tokens arrived meanwhile, moves itself to the next one.
+    """
+
+    def __init__(
+        self, timer: asyncio.Timeout, deadlines: _Deadlines, timeline: Timeline, last_ns: int
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._timer = timer
+        self._deadlines = deadlines
+        self._timeline = timeline
+        self._handle: asyncio.TimerHandle | None = None
+        self.last_ns = last_ns
+        self.which = "headers"
+
+    def arm(self) -> None:
+        deadline_ns, self.which = self._deadlines.nearest(self._timeline, self.last_ns)
+        wait_s = (deadline_ns - time.monotonic_ns()) / _NS
+        if wait_s <= 0:
+            self._timer.reschedule(self._loop.time())  # expires now: TimeoutError in the task
+        else:
+            self._handle = self._loop.call_later(wait_s, self.arm)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
 
 
 async def _run(
@@ -329,10 +395,10 @@ async def _run(
     deadlines = _Deadlines(target, tl.t_request_ns)
     response: httpx.Response | None = None
     streaming = False
-    which = "headers"
-    loop = asyncio.get_running_loop()
+    watchdog: _Watchdog | None = None
     try:
-        async with asyncio.timeout(target.timeout.headers) as timer:
+        # The total deadline caps the headers one too (a config may set total < headers).
+        async with asyncio.timeout(min(target.timeout.headers, target.timeout.total)) as timer:
             response = await client.send(request, stream=True)
             tl.headers(time.monotonic_ns())
             state.http_status = response.status_code
@@ -353,11 +419,12 @@ async def _run(
             _, state.location_run_id = _ids_from_location(response.headers.get("content-location"))
             streaming = True
             decoder = state.decoder
-            last_ns = tl.t_headers_ns or tl.t_request_ns
-            deadline_ns, which = deadlines.nearest(tl, last_ns)
-            timer.reschedule(loop.time() + (deadline_ns - time.monotonic_ns()) / _NS)
+            timer.reschedule(None)  # from here on the watchdog decides when it expires
+            watchdog = _Watchdog(timer, deadlines, tl, tl.t_headers_ns or tl.t_request_ns)
+            watchdog.arm()
             async for chunk in aiter_chunks(response):
                 recv_ns = time.monotonic_ns()  # stamp first: before any decoding (rule 4)
+                watchdog.last_ns = recv_ns
                 for sse in decoder.feed(chunk, recv_ns):
                     ev = decode_event(sse.event, sse.data)
                     tl.event(sse.event, ev, sse.recv_ns, sse.chunk_seq)
@@ -365,8 +432,6 @@ async def _run(
                         say(f"event: error {ev.error_type}: {ev.message}")
                     elif isinstance(ev, Message) and ev.is_token and tl.tokens == 1:
                         say(f"first token from {ev.node} after {_ms(recv_ns, tl)}")
-                deadline_ns, which = deadlines.nearest(tl, recv_ns)
-                timer.reschedule(loop.time() + (deadline_ns - recv_ns) / _NS)
             state.t_end_ns = time.monotonic_ns()
             if decoder.pending_bytes():
                 raise ProbeFailure(
@@ -376,20 +441,21 @@ async def _run(
             say(f"stream ended after {_ms(state.t_end_ns, tl)}, {tl.tokens} tokens")
     except TimeoutError:
         state.t_end_ns = time.monotonic_ns()
-        if not streaming:
+        if not streaming or watchdog is None:
             state.fail(
                 ProbeFailure(
-                    f"deadline: no response headers within {target.timeout.headers:g}s",
+                    "deadline: no response headers within "
+                    f"{min(target.timeout.headers, target.timeout.total):g}s",
                     kind=FailureKind.DEADLINE,
                     phase="headers",
                 )
             )
         else:
-            state.fail(deadlines.failure(which))
+            state.fail(deadlines.failure(watchdog.which))
     except ProbeFailure as exc:
         state.t_end_ns = state.t_end_ns or time.monotonic_ns()
         state.fail(exc)
-    except httpx.HTTPError as exc:
+    except TRANSPORT_ERRORS as exc:
         state.t_end_ns = time.monotonic_ns()
         state.fail(classify_transport_error(exc, streaming=streaming))
     except Exception as exc:  # a bug of ours: reported as `internal`, never raised to the caller
@@ -402,6 +468,8 @@ async def _run(
             )
         )
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         if response is not None:
             await response.aclose()
     if state.failure is not None:
@@ -434,7 +502,7 @@ async def _cleanup(
                 say(f"cancelled run {run_id}: HTTP {r.status_code}")
             r = await client.delete(f"{target.url}/threads/{tid}", headers=headers)
             say(f"deleted thread {state.thread_id}: HTTP {r.status_code}")
-    except (TimeoutError, httpx.HTTPError) as exc:
+    except _CLEANUP_ERRORS as exc:
         say(f"cleanup of thread {state.thread_id} failed: {type(exc).__name__}: {exc}")
 
 

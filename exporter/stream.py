@@ -20,9 +20,20 @@ from httpx_aiohttp import AiohttpTransport
 
 from exporter.errors import FailureKind, ProbeFailure
 
-__all__ = ["Transport", "classify_transport_error", "make_client", "ssl_context"]
+__all__ = [
+    "TRANSPORT_ERRORS",
+    "Transport",
+    "classify_transport_error",
+    "make_client",
+    "ssl_context",
+]
 
 Transport = Literal["aiohttp", "httpcore"]
+
+#: What a request or a read may raise for a fault of the server or the network.
+#: NOTE: httpx-aiohttp re-raises aiohttp errors it has no mapping for unchanged, e.g. the
+#: `ClientResponseError` for a response that is not HTTP at all; those are faults, not our bugs.
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx.HTTPError, aiohttp.ClientError)
 
 
 def ssl_context(ca_file: str | None = None, *, insecure: bool = False) -> ssl.SSLContext:
@@ -123,8 +134,12 @@ def classify_transport_error(exc: Exception, *, streaming: bool) -> ProbeFailure
         # httpcore: its mapping is faithful (ConnectError/ConnectTimeout only while connecting).
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
             return connect
-        if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        if isinstance(exc, httpx.ReadError | httpx.WriteError):
             return hung_up
+        if isinstance(exc, httpx.RemoteProtocolError):
+            return ProbeFailure(
+                f"no valid HTTP response: {detail}", kind=FailureKind.PROTOCOL, phase="headers"
+            )
         if not isinstance(exc, httpx.HTTPError) and isinstance(exc, OSError):
             return connect
     return ProbeFailure(

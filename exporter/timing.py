@@ -186,8 +186,10 @@ class Timeline:
 
     def _add_text(self, text: str) -> None:
         if text and self._text_len < MAX_TEXT_CHARS:
-            self._text.append(text)
-            self._text_len += len(text)
+            # Keep only what fits: one huge token must not pin megabytes until the probe ends.
+            part = text[: MAX_TEXT_CHARS - self._text_len]
+            self._text.append(part)
+            self._text_len += len(part)
 
     # ---------------------------------------------------------------- reading
 
