@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("probe", help="probe once and print a report (or --json)")
     _add_target_args(p)
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
-    p.add_argument("--transport", choices=("aiohttp", "httpcore"), default="aiohttp")
+    p.add_argument("--transport", choices=("stamping", "aiohttp", "httpcore"), default="stamping")
     p.set_defaults(func=_cmd_probe)
 
     p = sub.add_parser("load", help="N concurrent streams; TTFT and ITL per node under load")
@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace-out", metavar="FILE", help="one JSON line per stream")
     p.add_argument("--json-summary", action="store_true", help="last line: cpu_s, wall_s, rss")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--transport", choices=("aiohttp", "httpcore"), default="aiohttp")
+    p.add_argument("--transport", choices=("stamping", "aiohttp", "httpcore"), default="stamping")
     p.set_defaults(func=_cmd_load)
 
     p = sub.add_parser("run", help="run the exporter daemon")

@@ -331,8 +331,8 @@ class Settings(BaseSettings):
     grace_period_s: float = Field(10.0, ge=0, description="SIGTERM: time for running probes")
     max_nodes_per_target: int = Field(50, ge=1, description="distinct `node` label values")
     history_size: int = Field(100, ge=1, description="recent results kept for /-/probes")
-    transport: Literal["aiohttp", "httpcore"] = Field(
-        "aiohttp", description="HTTP transport under httpx (docs/PERFORMANCE.md)"
+    transport: Literal["stamping", "aiohttp", "httpcore"] = Field(
+        "stamping", description="HTTP transport under httpx (docs/PERFORMANCE.md)"
     )
     otlp: Literal["auto", "on", "off"] = Field(
         "auto", description="auto: on when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set"

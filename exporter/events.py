@@ -6,6 +6,7 @@ repeated in every token, the node input carried by `tasks` starts; wire §3) is 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,10 +123,27 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+#: Above this size an event's JSON is parsed by the stdlib: orjson's parser peaks at about 13x
+#: the input (130 MB for one 10 MB token), the stdlib's at 2-5x (issue 7: memory bounded).
+LARGE_EVENT_BYTES = 1024 * 1024
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # as orjson: NaN and Infinity are not JSON
+
+
+def _parse(data: bytes) -> Any:
+    """JSON from an event's data; raises ValueError (or RecursionError) when it is not JSON."""
+    if len(data) <= LARGE_EVENT_BYTES:
+        return orjson.loads(data)
+    # NOTE: decode first: given bytes, json.loads would also accept UTF-16/32, orjson does not.
+    return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+
+
 def _loads(name: str, data: bytes) -> Any:
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
+        return _parse(data)
+    except (ValueError, RecursionError) as exc:  # orjson.JSONDecodeError is a ValueError
         raise StreamProtocolError(
             f"event {name!r}: data is not JSON: {data[:80]!r}", phase="stream"
         ) from exc
@@ -214,8 +232,8 @@ def decode_event(name: str, data: bytes) -> LangGraphEvent:
         )
     if base == "error":
         try:
-            payload = orjson.loads(data)
-        except orjson.JSONDecodeError:
+            payload = _parse(data)
+        except (ValueError, RecursionError):
             payload = {"error": "Error", "message": data[:500].decode("utf-8", "replace")}
         if not isinstance(payload, dict):
             payload = {"error": "Error", "message": str(payload)[:500]}

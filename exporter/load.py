@@ -40,7 +40,7 @@ class LoadOptions:
     trace_out: str | None = None
     json_summary: bool = False
     progress: bool = True
-    transport: Transport = "aiohttp"
+    transport: Transport = "stamping"
 
 
 @dataclass

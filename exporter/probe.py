@@ -31,10 +31,11 @@ from exporter.sse import SSEDecoder
 from exporter.stream import (
     TRANSPORT_ERRORS,
     Transport,
-    aiter_chunks,
     classify_transport_error,
+    headers_arrival_ns,
     make_client,
     ssl_context,
+    stamped_reads,
 )
 from exporter.timing import Expectations, Timeline
 
@@ -179,7 +180,7 @@ async def probe(
     *,
     trace: TraceParent | None = None,
     client: httpx.AsyncClient | None = None,
-    transport: Transport = "aiohttp",
+    transport: Transport = "stamping",
     log: Callable[[str], None] | None = None,
 ) -> ProbeResult:
     """Run one probe of `target` and return what it measured."""
@@ -400,7 +401,7 @@ async def _run(
         # The total deadline caps the headers one too (a config may set total < headers).
         async with asyncio.timeout(min(target.timeout.headers, target.timeout.total)) as timer:
             response = await client.send(request, stream=True)
-            tl.headers(time.monotonic_ns())
+            tl.headers(headers_arrival_ns(response))
             state.http_status = response.status_code
             say(f"POST {path}: HTTP {response.status_code} after {_ms(tl.t_headers_ns, tl)}")
             if response.status_code >= 300:
@@ -422,16 +423,17 @@ async def _run(
             timer.reschedule(None)  # from here on the watchdog decides when it expires
             watchdog = _Watchdog(timer, deadlines, tl, tl.t_headers_ns or tl.t_request_ns)
             watchdog.arm()
-            async for chunk in aiter_chunks(response):
-                recv_ns = time.monotonic_ns()  # stamp first: before any decoding (rule 4)
-                watchdog.last_ns = recv_ns
-                for sse in decoder.feed(chunk, recv_ns):
-                    ev = decode_event(sse.event, sse.data)
-                    tl.event(sse.event, ev, sse.recv_ns, sse.chunk_seq)
-                    if isinstance(ev, RunError):
-                        say(f"event: error {ev.error_type}: {ev.message}")
-                    elif isinstance(ev, Message) and ev.is_token and tl.tokens == 1:
-                        say(f"first token from {ev.node} after {_ms(recv_ns, tl)}")
+            reads = stamped_reads(response)
+            while batch := await reads():
+                for recv_ns, chunk in batch:  # each read stamped at its arrival (rule 4)
+                    watchdog.last_ns = recv_ns
+                    for sse in decoder.feed(chunk, recv_ns):
+                        ev = decode_event(sse.event, sse.data)
+                        tl.event(sse.event, ev, sse.recv_ns, sse.chunk_seq)
+                        if isinstance(ev, RunError):
+                            say(f"event: error {ev.error_type}: {ev.message}")
+                        elif isinstance(ev, Message) and ev.is_token and tl.tokens == 1:
+                            say(f"first token from {ev.node} after {_ms(recv_ns, tl)}")
             state.t_end_ns = time.monotonic_ns()
             if decoder.pending_bytes():
                 raise ProbeFailure(

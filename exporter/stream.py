@@ -1,9 +1,11 @@
 """The HTTP side of a probe: the httpx client, its transport, and what transport errors mean.
 
-httpx is the API the rest of the code uses. Underneath it is aiohttp (through httpx-aiohttp) by
-default: httpx's own HTTP/1.1 path (h11/httpcore) saturates a core at about 50 concurrent streams
-and stamps tokens hundreds of milliseconds late at 200 (docs/PERFORMANCE.md). `httpcore` stays
-selectable for comparison.
+httpx is the API the rest of the code uses. Underneath it is our own `StampingTransport` by
+default (exporter/transport.py): it stamps each read in the protocol's `data_received`, before
+the reading task even runs, and costs the least CPU per event. httpx's own HTTP/1.1 path
+(h11/httpcore) saturates a core at about 50 concurrent streams and stamps tokens hundreds of
+milliseconds late at 200; httpx-aiohttp is close but costs more CPU (docs/PERFORMANCE.md). Both
+stay selectable (`--transport`, `LGSE_TRANSPORT`) for comparison.
 
 This module and `probe` are the only ones that know httpx's and aiohttp's exception types.
 """
@@ -11,7 +13,8 @@ This module and `probe` are the only ones that know httpx's and aiohttp's except
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
+import time
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import aiohttp
@@ -19,6 +22,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from exporter.errors import FailureKind, ProbeFailure
+from exporter.transport import ArrivalStream, StampingTransport
 
 __all__ = [
     "TRANSPORT_ERRORS",
@@ -28,7 +32,7 @@ __all__ = [
     "ssl_context",
 ]
 
-Transport = Literal["aiohttp", "httpcore"]
+Transport = Literal["stamping", "aiohttp", "httpcore"]
 
 #: What a request or a read may raise for a fault of the server or the network.
 #: NOTE: httpx-aiohttp re-raises aiohttp errors it has no mapping for unchanged, e.g. the
@@ -47,7 +51,7 @@ def ssl_context(ca_file: str | None = None, *, insecure: bool = False) -> ssl.SS
 
 def make_client(
     *,
-    transport: Transport = "aiohttp",
+    transport: Transport = "stamping",
     verify: ssl.SSLContext | None = None,
     connect_timeout_s: float | None = None,
     max_connections: int = 1,
@@ -62,7 +66,9 @@ def make_client(
     timeout = httpx.Timeout(connect=connect_timeout_s, read=None, write=None, pool=None)
     verify_ctx: ssl.SSLContext | bool = verify if verify is not None else True
     base: httpx.AsyncBaseTransport
-    if transport == "aiohttp":
+    if transport == "stamping":
+        base = StampingTransport(ssl_context=verify)
+    elif transport == "aiohttp":
         base = AiohttpTransport(verify=verify_ctx, trust_env=False, limits=limits)
     else:
         base = httpx.AsyncHTTPTransport(verify=verify_ctx, trust_env=False, limits=limits)
@@ -71,13 +77,35 @@ def make_client(
     )
 
 
-async def aiter_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The raw body, read by read, undecoded (no content-encoding: we ask for identity).
+def stamped_reads(response: httpx.Response) -> Callable[[], Awaitable[list[tuple[int, bytes]]]]:
+    """A coroutine function giving the next reads of the raw body, each with its arrival time
+    (monotonic ns), undecoded; `[]` at the end of the body.
 
-    NOTE: no chunk_size: httpx would re-chunk to that size and hold early bytes back.
+    With the stamping transport the time was taken in `data_received`, before the reading task
+    even ran; with the others it is taken here, as soon as a read reaches us.
+    NOTE: no chunk_size for aiter_raw: httpx would re-chunk and hold early bytes back.
     """
-    async for chunk in response.aiter_raw():
-        yield chunk
+    arrival = response.extensions.get("arrival")
+    if isinstance(arrival, ArrivalStream):
+        return arrival.reads
+    chunks = response.aiter_raw().__aiter__()
+
+    async def reads() -> list[tuple[int, bytes]]:
+        try:
+            chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return []
+        return [(time.monotonic_ns(), chunk)]
+
+    return reads
+
+
+def headers_arrival_ns(response: httpx.Response) -> int:
+    """When the response head arrived (the transport's stamp when it has one)."""
+    arrival = response.extensions.get("arrival")
+    if isinstance(arrival, ArrivalStream) and arrival.headers_ns:
+        return arrival.headers_ns
+    return time.monotonic_ns()
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -105,3 +105,36 @@ def test_id_persists_across_events() -> None:
     dec = SSEDecoder()
     events = dec.feed(b"id: 17-0\r\ndata: a\r\n\r\ndata: b\r\n\r\n", 0)
     assert [e.id for e in events] == ["17-0", "17-0"]
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        b"event: messages\r\ndata: {}\r\n\r\n",
+        b"event: a\rb\r\ndata: x\r\n\r\n",
+        b"event: a\nb\r\ndata: x\r\n\r\n",
+        b"event: a\r\ndata: x\ny\r\n\r\n",
+        b"event: a\r\ndata: x\ry\r\n\r\n",
+        b"event: a\r\ndata:  two spaces\r\n\r\n",
+        b"event: a\r\ndata: x\r\ndata: y\r\n\r\n",
+        b"event: a\r\nid: 5\r\ndata: x\r\n\r\n",
+        b"event: \r\ndata: x\r\n\r\n",
+    ],
+    ids=[
+        "plain",
+        "cr-in-name",
+        "lf-in-name",
+        "lf-in-data",
+        "cr-in-data",
+        "two-spaces",
+        "two-data",
+        "id",
+        "empty-name",
+    ],
+)
+def test_single_event_fast_path_matches_the_general_path(chunk: bytes) -> None:
+    """The one-event fast path gives exactly what the general line loop gives."""
+    fast = SSEDecoder().feed(chunk, 1)
+    general = SSEDecoder()
+    general._feed_one_event = lambda c, r: None  # type: ignore[method-assign]
+    assert fast == general.feed(chunk, 1)
