@@ -1,14 +1,16 @@
 """Typed LangGraph stream events, decoded from one SSE event's name and data. Pure: no I/O.
 
-Only what the timing model needs is kept; the rest of each payload (the ~0.7 KB metadata dict
-repeated in every token, the node input carried by `tasks` starts; wire §3) is dropped here.
+Events are NamedTuples: immutable, and several times cheaper to build than frozen dataclasses
+on a path that runs for every token (docs/PERFORMANCE.md). Only what the timing model needs is
+kept; the rest of each payload (the ~0.7 KB metadata dict repeated in every token, the node
+input carried by `tasks` starts; wire §3) is dropped here.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+import sys
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -28,16 +30,14 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Metadata:
+class Metadata(NamedTuple):
     """First event of every run, sent when a worker picks the run up (wire §2)."""
 
     run_id: str | None
     attempt: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """One `messages` tuple: a streamed chunk (`AIMessageChunk`) or a whole node-output message."""
 
     msg_id: str
@@ -53,16 +53,14 @@ class Message:
     output_tokens: int | None  # from `usage_metadata`, when this chunk carries it
 
 
-@dataclass(frozen=True, slots=True)
-class TaskStart:
+class TaskStart(NamedTuple):
     """`tasks` event with `input`: a node execution starts (wire §5)."""
 
     task_id: str
     node: str
 
 
-@dataclass(frozen=True, slots=True)
-class TaskEnd:
+class TaskEnd(NamedTuple):
     """`tasks` event with `result` or `error`: a node execution ends."""
 
     task_id: str
@@ -70,21 +68,18 @@ class TaskEnd:
     error_type: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class RunError:
+class RunError(NamedTuple):
     """`event: error` inside HTTP 200 (wire §8). The message may be masked by the server."""
 
     error_type: str
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class End:
+class End(NamedTuple):
     """`event: end`: not sent by current servers (wire §2), accepted from older or hosted ones."""
 
 
-@dataclass(frozen=True, slots=True)
-class Other:
+class Other(NamedTuple):
     """Any other event (updates, values, debug, ...): counted, not interpreted."""
 
     name: str
@@ -175,8 +170,9 @@ def _message(name: str, ns_names: list[str], payload: Any) -> Message:
     msg_id = msg.get("id")
     return Message(
         msg_id=msg_id if isinstance(msg_id, str) else "",
-        node=node or "__unknown__",
-        langgraph_node=lg_node if isinstance(lg_node, str) else None,
+        # Interned: a result keeps the node of every event, and a graph has few nodes.
+        node=sys.intern(node) if node else "__unknown__",
+        langgraph_node=sys.intern(lg_node) if isinstance(lg_node, str) else None,
         task_id=task_id,
         is_chunk=is_chunk,
         is_token=is_chunk and (bool(text) or bool(tool_chunks)),

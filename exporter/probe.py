@@ -29,13 +29,13 @@ from exporter.events import Message, RunError, decode_event
 from exporter.result import Failure, ProbeResult
 from exporter.sse import SSEDecoder
 from exporter.stream import (
-    TRANSPORT_ERRORS,
     Transport,
     classify_transport_error,
     headers_arrival_ns,
     make_client,
     ssl_context,
     stamped_reads,
+    transport_errors,
 )
 from exporter.timing import Expectations, Timeline
 
@@ -46,7 +46,6 @@ STREAM_MODE = ("messages-tuple", "tasks")  # tasks: node start and end (wire §5
 BODY_EXCERPT_CHARS = 500
 CLEANUP_TIMEOUT_S = 10.0
 _NS = 1_000_000_000
-_CLEANUP_ERRORS: tuple[type[Exception], ...] = (TimeoutError, *TRANSPORT_ERRORS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +315,7 @@ async def _create_thread(
             ProbeFailure("deadline: POST /threads", kind=FailureKind.DEADLINE, phase="thread")
         )
         return None
-    except TRANSPORT_ERRORS as exc:
+    except transport_errors() as exc:
         state.fail(classify_transport_error(exc, streaming=False))
         return None
     if response.status_code >= 300:
@@ -457,7 +456,7 @@ async def _run(
     except ProbeFailure as exc:
         state.t_end_ns = state.t_end_ns or time.monotonic_ns()
         state.fail(exc)
-    except TRANSPORT_ERRORS as exc:
+    except transport_errors() as exc:
         state.t_end_ns = time.monotonic_ns()
         state.fail(classify_transport_error(exc, streaming=streaming))
     except Exception as exc:  # a bug of ours: reported as `internal`, never raised to the caller
@@ -493,6 +492,7 @@ async def _cleanup(
     tid = quote(state.thread_id or "", safe="")
     run_id = state.timeline.run_id or state.location_run_id
     finished = state.clean_eof and state.timeline.unfinished() is None
+    cleanup_errors: tuple[type[Exception], ...] = (TimeoutError, *transport_errors())
     try:
         async with asyncio.timeout(CLEANUP_TIMEOUT_S):
             if run_id is not None and not finished:
@@ -504,7 +504,7 @@ async def _cleanup(
                 say(f"cancelled run {run_id}: HTTP {r.status_code}")
             r = await client.delete(f"{target.url}/threads/{tid}", headers=headers)
             say(f"deleted thread {state.thread_id}: HTTP {r.status_code}")
-    except _CLEANUP_ERRORS as exc:
+    except cleanup_errors as exc:
         say(f"cleanup of thread {state.thread_id} failed: {type(exc).__name__}: {exc}")
 
 

@@ -12,7 +12,8 @@ See: https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+from typing import NamedTuple
 
 from exporter.errors import StreamProtocolError
 
@@ -27,8 +28,7 @@ _CR = 0x0D
 _BOM = b"\xef\xbb\xbf"
 
 
-@dataclass(frozen=True, slots=True)
-class SSEEvent:
+class SSEEvent(NamedTuple):
     """One dispatched event: its name, its data (data lines joined by LF), and when it arrived."""
 
     event: str
@@ -131,7 +131,8 @@ class SSEDecoder:
             or end - eol - 8 > self._max_event_bytes
         ):
             return None
-        name = chunk[7:eol].decode("utf-8", "replace") or "message"
+        # Interned: a result keeps every event's name, and there are only a handful of names.
+        name = sys.intern(chunk[7:eol].decode("utf-8", "replace") or "message")
         return [SSEEvent(name, chunk[eol + 8 : end], recv_ns, self._chunk_seq, self._last_id)]
 
     def _line(
@@ -145,7 +146,7 @@ class SSEDecoder:
         if start == end:
             if self._data:
                 data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
-                name = self._event.decode("utf-8", "replace") if self._event else "message"
+                name = sys.intern(self._event.decode("utf-8", "replace") or "message")
                 out.append(SSEEvent(name, data, recv_ns, self._chunk_seq, self._last_id))
             self._event = b""
             self._data = []

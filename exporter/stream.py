@@ -13,31 +13,43 @@ This module and `probe` are the only ones that know httpx's and aiohttp's except
 from __future__ import annotations
 
 import ssl
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from types import ModuleType
 from typing import Literal
 
-import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from exporter.errors import FailureKind, ProbeFailure
 from exporter.transport import ArrivalStream, StampingTransport
 
 __all__ = [
-    "TRANSPORT_ERRORS",
     "Transport",
     "classify_transport_error",
     "make_client",
     "ssl_context",
+    "stamped_reads",
+    "transport_errors",
 ]
 
 Transport = Literal["stamping", "aiohttp", "httpcore"]
 
-#: What a request or a read may raise for a fault of the server or the network.
-#: NOTE: httpx-aiohttp re-raises aiohttp errors it has no mapping for unchanged, e.g. the
-#: `ClientResponseError` for a response that is not HTTP at all; those are faults, not our bugs.
-TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx.HTTPError, aiohttp.ClientError)
+
+def _aiohttp() -> ModuleType | None:
+    """aiohttp, if the aiohttp transport loaded it. It is imported only when chosen: it adds
+    about 10 MB to the process, and the default transport does not need it."""
+    return sys.modules.get("aiohttp")
+
+
+def transport_errors() -> tuple[type[Exception], ...]:
+    """What a request or a read may raise for a fault of the server or the network.
+
+    NOTE: httpx-aiohttp re-raises aiohttp errors it has no mapping for unchanged, e.g. the
+    `ClientResponseError` for a response that is not HTTP at all; those are faults, not bugs.
+    """
+    aio = _aiohttp()
+    return (httpx.HTTPError,) if aio is None else (httpx.HTTPError, aio.ClientError)
 
 
 def ssl_context(ca_file: str | None = None, *, insecure: bool = False) -> ssl.SSLContext:
@@ -69,6 +81,8 @@ def make_client(
     if transport == "stamping":
         base = StampingTransport(ssl_context=verify)
     elif transport == "aiohttp":
+        from httpx_aiohttp import AiohttpTransport
+
         base = AiohttpTransport(verify=verify_ctx, trust_env=False, limits=limits)
     else:
         base = httpx.AsyncHTTPTransport(verify=verify_ctx, trust_env=False, limits=limits)
@@ -134,7 +148,9 @@ def classify_transport_error(exc: Exception, *, streaming: bool) -> ProbeFailure
         return ProbeFailure(
             f"stream broke off: {detail}", kind=FailureKind.INCOMPLETE, phase="stream"
         )
-    if any(isinstance(c, ssl.SSLError | aiohttp.ClientSSLError) for c in chain):
+    aiohttp = _aiohttp()
+    tls_errors = (ssl.SSLError,) if aiohttp is None else (ssl.SSLError, aiohttp.ClientSSLError)
+    if any(isinstance(c, tls_errors) for c in chain):
         return ProbeFailure(f"TLS: {detail}", kind=FailureKind.TLS, phase="connect")
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
         return ProbeFailure(f"bad URL: {detail}", kind=FailureKind.CONNECT, phase="connect")
@@ -144,15 +160,15 @@ def classify_transport_error(exc: Exception, *, streaming: bool) -> ProbeFailure
         kind=FailureKind.PROTOCOL,
         phase="headers",
     )
-    aio = [c for c in chain if isinstance(c, aiohttp.ClientError)]
-    if aio:
+    aio = [] if aiohttp is None else [c for c in chain if isinstance(c, aiohttp.ClientError)]
+    if aiohttp is not None and aio:
         # aiohttp's own classes say where it failed: ClientConnectorError (and its DNS and
         # certificate subclasses) while connecting, anything else once the request was out.
         for cause in aio:
-            if isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+            if isinstance(cause, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
                 return connect
         for cause in aio:
-            if isinstance(cause, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+            if isinstance(cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
                 return hung_up
             if isinstance(cause, aiohttp.ClientResponseError):
                 return ProbeFailure(
