@@ -31,10 +31,10 @@ from exporter.sse import SSEDecoder
 from exporter.stream import (
     Transport,
     classify_transport_error,
+    consume_body,
     headers_arrival_ns,
     make_client,
     ssl_context,
-    stamped_reads,
     transport_errors,
 )
 from exporter.timing import Expectations, Timeline
@@ -422,17 +422,20 @@ async def _run(
             timer.reschedule(None)  # from here on the watchdog decides when it expires
             watchdog = _Watchdog(timer, deadlines, tl, tl.t_headers_ns or tl.t_request_ns)
             watchdog.arm()
-            reads = stamped_reads(response)
-            while batch := await reads():
-                for recv_ns, chunk in batch:  # each read stamped at its arrival (rule 4)
-                    watchdog.last_ns = recv_ns
-                    for sse in decoder.feed(chunk, recv_ns):
-                        ev = decode_event(sse.event, sse.data)
-                        tl.event(sse.event, ev, sse.recv_ns, sse.chunk_seq)
-                        if isinstance(ev, RunError):
-                            say(f"event: error {ev.error_type}: {ev.message}")
-                        elif isinstance(ev, Message) and ev.is_token and tl.tokens == 1:
-                            say(f"first token from {ev.node} after {_ms(recv_ns, tl)}")
+            wd = watchdog
+
+            def on_read(recv_ns: int, chunk: bytes) -> None:
+                """One socket read, stamped at its arrival (rule 4), decoded and timed."""
+                wd.last_ns = recv_ns
+                for sse in decoder.feed(chunk, recv_ns):
+                    ev = decode_event(sse.event, sse.data)
+                    tl.event(sse.event, ev, sse.recv_ns, sse.chunk_seq)
+                    if isinstance(ev, RunError):
+                        say(f"event: error {ev.error_type}: {ev.message}")
+                    elif isinstance(ev, Message) and ev.is_token and tl.tokens == 1:
+                        say(f"first token from {ev.node} after {_ms(recv_ns, tl)}")
+
+            await consume_body(response, on_read)
             state.t_end_ns = time.monotonic_ns()
             if decoder.pending_bytes():
                 raise ProbeFailure(

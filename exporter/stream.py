@@ -15,7 +15,7 @@ from __future__ import annotations
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from types import ModuleType
 from typing import Literal
 
@@ -27,9 +27,9 @@ from exporter.transport import ArrivalStream, StampingTransport
 __all__ = [
     "Transport",
     "classify_transport_error",
+    "consume_body",
     "make_client",
     "ssl_context",
-    "stamped_reads",
     "transport_errors",
 ]
 
@@ -91,27 +91,22 @@ def make_client(
     )
 
 
-def stamped_reads(response: httpx.Response) -> Callable[[], Awaitable[list[tuple[int, bytes]]]]:
-    """A coroutine function giving the next reads of the raw body, each with its arrival time
-    (monotonic ns), undecoded; `[]` at the end of the body.
+async def consume_body(response: httpx.Response, on_read: Callable[[int, bytes], None]) -> None:
+    """Feed every read of the raw body, undecoded, to `on_read(arrival_ns, data)`.
 
-    With the stamping transport the time was taken in `data_received`, before the reading task
-    even ran; with the others it is taken here, as soon as a read reaches us.
+    With the stamping transport the arrival time was taken in `data_received`, before any
+    task ran, and reads are pushed to `on_read` without waking the reading task per read
+    (exporter/transport.py). With the other transports the time is taken here, as soon as a
+    read reaches us. Returns at the end of the body; raises transport errors and whatever
+    `on_read` raised.
     NOTE: no chunk_size for aiter_raw: httpx would re-chunk and hold early bytes back.
     """
     arrival = response.extensions.get("arrival")
     if isinstance(arrival, ArrivalStream):
-        return arrival.reads
-    chunks = response.aiter_raw().__aiter__()
-
-    async def reads() -> list[tuple[int, bytes]]:
-        try:
-            chunk = await anext(chunks)
-        except StopAsyncIteration:
-            return []
-        return [(time.monotonic_ns(), chunk)]
-
-    return reads
+        await arrival.consume(on_read)
+        return
+    async for chunk in response.aiter_raw():
+        on_read(time.monotonic_ns(), chunk)
 
 
 def headers_arrival_ns(response: httpx.Response) -> int:

@@ -18,7 +18,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import httptools
@@ -31,11 +31,49 @@ HIGH_WATER_BYTES = 1024 * 1024
 LOW_WATER_BYTES = 256 * 1024
 
 
-class _Protocol(asyncio.Protocol):
-    """One HTTP/1.1 response on one connection, parsed as it arrives."""
+OnRead = Callable[[int, bytes], None]
+
+
+class _Batcher:
+    """Delivers pushed reads once per event-loop iteration, after every socket of it was read.
+
+    NOTE: the consumer's work (SSE and JSON decoding) must not run inside `data_received`:
+    the sockets read after it in the same iteration would be stamped late by that much. So
+    `data_received` only stamps, parses HTTP and queues; one `call_soon` then hands every queued
+    read of the iteration to its consumer, without waking a task per read.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._ready: list[_Protocol] = []
+        self._scheduled = False
+
+    def add(self, proto: _Protocol) -> None:
+        if not proto.queued:
+            proto.queued = True
+            self._ready.append(proto)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        ready, self._ready = self._ready, []
+        self._scheduled = False
+        for proto in ready:
+            proto.queued = False
+            proto.deliver()
+
+
+class _Protocol(asyncio.Protocol):
+    """One HTTP/1.1 response on one connection, parsed as it arrives."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, batcher: _Batcher) -> None:
+        self._loop = loop
+        self._batcher = batcher
+        self.on_read: OnRead | None = None  # push mode: reads go here, no task wakes per read
+        self.queued = False
+        self.consumer_error: Exception | None = None
+        self.done: asyncio.Future[None] = loop.create_future()
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.headers: list[tuple[bytes, bytes]] = []
@@ -126,9 +164,30 @@ class _Protocol(asyncio.Protocol):
         self._wake()
 
     def _wake(self) -> None:
+        if self.on_read is not None:
+            self._batcher.add(self)
+            return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def deliver(self) -> None:
+        """Push mode: hand queued reads to the consumer; settle `done` at the end."""
+        on_read = self.on_read
+        if on_read is None or self.done.done():
+            return
+        if self.chunks:
+            try:
+                for stamp, data in self.take_all():
+                    on_read(stamp, data)
+            except Exception as exc:  # the consumer's verdict (e.g. bad SSE): stop reading
+                self.consumer_error = exc
+                if self.transport is not None:
+                    self.transport.abort()
+                self.done.set_result(None)
+                return
+        if self.complete or self.error is not None or self.lost:
+            self.done.set_result(None)
 
     async def wait(self) -> None:
         self._waiter = self._loop.create_future()
@@ -178,6 +237,29 @@ class ArrivalStream(httpx.AsyncByteStream):
                 raise httpx.ReadError("connection closed mid-body")
             await proto.wait()
 
+    async def consume(self, on_read: OnRead) -> None:
+        """Push mode: call `on_read(stamp_ns, data)` for every read until the body ends.
+
+        Returns at the end of the body; raises the transport's error, or whatever `on_read`
+        raised. The reads arrive in `call_soon` callbacks (see `_Batcher`), so the consuming
+        task sleeps for the whole body instead of waking once per read.
+        """
+        proto = self._proto
+        proto.on_read = on_read
+        try:
+            proto.deliver()
+            if not proto.done.done() and (proto.chunks or proto.complete or proto.lost):
+                proto._batcher.add(proto)
+            await proto.done
+        finally:
+            proto.on_read = None
+        if proto.consumer_error is not None:
+            raise proto.consumer_error
+        if proto.error is not None:
+            raise proto.error
+        if not proto.complete:
+            raise httpx.ReadError("connection closed mid-body")
+
     async def aclose(self) -> None:
         transport = self._proto.transport
         if transport is not None and not transport.is_closing():
@@ -209,6 +291,7 @@ class StampingTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self._ssl_context = ssl_context
+        self._batcher: _Batcher | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -221,11 +304,14 @@ class StampingTransport(httpx.AsyncBaseTransport):
         connect_s = timeouts.get("connect")
         loop = asyncio.get_running_loop()
         body = await request.aread()
+        if self._batcher is None:
+            self._batcher = _Batcher(loop)
+        batcher = self._batcher
         ctx = (self._ssl_context or ssl.create_default_context()) if https else None
         try:
             async with asyncio.timeout(connect_s):
                 transport, proto = await loop.create_connection(
-                    lambda: _Protocol(loop),
+                    lambda: _Protocol(loop, batcher),
                     host,
                     port,
                     ssl=ctx,
