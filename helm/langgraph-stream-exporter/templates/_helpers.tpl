@@ -1,0 +1,192 @@
+{{/*
+Chart name, truncated at 63 characters because some Kubernetes name fields are limited to this.
+*/}}
+{{- define "langgraph-stream-exporter.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name (release-chart, or the release name alone when it already contains the
+chart name), truncated at 63 characters for the same reason.
+*/}}
+{{- define "langgraph-stream-exporter.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, as used by the helm.sh/chart label.
+*/}}
+{{- define "langgraph-stream-exporter.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Namespace of every object.
+*/}}
+{{- define "langgraph-stream-exporter.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels. helm.sh/chart changes with every chart version, so it never goes into selectors.
+*/}}
+{{- define "langgraph-stream-exporter.labels" -}}
+helm.sh/chart: {{ include "langgraph-stream-exporter.chart" . }}
+{{ include "langgraph-stream-exporter.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: langgraph-stream-exporter
+{{- end }}
+
+{{/*
+Selector labels: stable across upgrades.
+*/}}
+{{- define "langgraph-stream-exporter.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "langgraph-stream-exporter.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Service account name.
+*/}}
+{{- define "langgraph-stream-exporter.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "langgraph-stream-exporter.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Image reference: [registry/]repository:tag[@digest]; the tag defaults to the chart's appVersion.
+*/}}
+{{- define "langgraph-stream-exporter.image" -}}
+{{- $repo := .Values.image.repository }}
+{{- if .Values.image.registry }}
+{{- $repo = printf "%s/%s" (trimSuffix "/" .Values.image.registry) $repo }}
+{{- end }}
+{{- $ref := printf "%s:%s" $repo (default .Chart.AppVersion .Values.image.tag) }}
+{{- if .Values.image.digest }}
+{{- $ref = printf "%s@%s" $ref .Values.image.digest }}
+{{- end }}
+{{- $ref }}
+{{- end }}
+
+{{/*
+ConfigMap holding config.yaml (the targets file), and the directory it is mounted at. The image's
+default CMD reads the same path.
+*/}}
+{{- define "langgraph-stream-exporter.configMapName" -}}
+{{- include "langgraph-stream-exporter.fullname" . }}
+{{- end }}
+
+{{- define "langgraph-stream-exporter.configDir" -}}
+/etc/langgraph-stream-exporter
+{{- end }}
+
+{{/*
+The rendered targets file. One definition, so the ConfigMap and the checksum annotation agree.
+*/}}
+{{- define "langgraph-stream-exporter.configYaml" -}}
+{{- toYaml .Values.config }}
+{{- end }}
+
+{{/*
+Pod annotations that roll the pods when the targets file changes.
+*/}}
+{{- define "langgraph-stream-exporter.configChecksum" -}}
+checksum/config: {{ include "langgraph-stream-exporter.configYaml" . | sha256sum }}
+{{- end }}
+
+{{/*
+The exporter container. Shared by the standalone Deployment and the sidecar example, so both run
+the same command with the same security context and probes. From a parent chart (this chart as a
+dependency with alias lgse), in a pod template:
+  containers:
+    - {{ include "langgraph-stream-exporter.container" .Subcharts.lgse | nindent 6 | trim }}
+*/}}
+{{- define "langgraph-stream-exporter.container" -}}
+name: exporter
+image: {{ include "langgraph-stream-exporter.image" . | quote }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+args:
+  - run
+  - --config
+  - {{ include "langgraph-stream-exporter.configDir" . }}/config.yaml
+  - --listen
+  - {{ printf "0.0.0.0:%v" .Values.containerPort | quote }}
+{{- if or .Values.env .Values.extraEnv .Values.apiKey.existingSecret }}
+env:
+  {{- range $name, $value := .Values.env }}
+  - name: {{ $name }}
+    value: {{ $value | toString | quote }}
+  {{- end }}
+  {{- if .Values.apiKey.existingSecret }}
+  - name: {{ .Values.apiKey.envName }}
+    valueFrom:
+      secretKeyRef:
+        name: {{ .Values.apiKey.existingSecret }}
+        key: {{ .Values.apiKey.key }}
+  {{- end }}
+  {{- with .Values.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+ports:
+  - name: http
+    containerPort: {{ .Values.containerPort }}
+    protocol: TCP
+{{- with .Values.livenessProbe }}
+livenessProbe:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- /* NOTE: in sidecar mode the pod is the LangGraph server's: an exporter that is not ready
+must never take the server out of its Service, so the sidecar has no readiness probe. */}}
+{{- if ne .Values.mode "sidecar" }}
+{{- with .Values.readinessProbe }}
+readinessProbe:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+{{- with .Values.resources }}
+resources:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.securityContext }}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+volumeMounts:
+  - name: exporter-config
+    mountPath: {{ include "langgraph-stream-exporter.configDir" . }}
+    readOnly: true
+  - name: exporter-tmp
+    mountPath: /tmp
+  {{- with .Values.extraVolumeMounts }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+
+{{/*
+The volumes the exporter container mounts: the targets file and a writable /tmp.
+*/}}
+{{- define "langgraph-stream-exporter.volumes" -}}
+- name: exporter-config
+  configMap:
+    name: {{ include "langgraph-stream-exporter.configMapName" . }}
+- name: exporter-tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}

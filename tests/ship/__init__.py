@@ -1,0 +1,1 @@
+"""Tests for what ships beside the package: tools, Dockerfile, Helm chart, dashboard, alert rules."""

@@ -1,0 +1,168 @@
+"""The Grafana dashboard: structure, variables, and every PromQL expression valid on a real Prometheus."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from . import paths
+
+queries = paths.load_dashboard_queries()
+
+GAUGES = {
+    "success",
+    "duration_seconds",
+    "last_success_timestamp_seconds",
+    "config_last_reload_successful",
+    "buffered_gap_ratio",
+    "max_tokens_per_read",
+}
+COUNTERS = {"runs_total", "tokens_total", "sink_errors_total", "probes_skipped_total"}
+HISTOGRAMS = {
+    "time_to_headers_seconds",
+    "time_to_first_event_seconds",
+    "time_to_first_token_seconds",
+    "node_time_to_first_token_seconds",
+    "inter_token_latency_seconds",
+    "time_per_output_token_seconds",
+    "node_duration_seconds",
+    "run_duration_seconds",
+}
+# The exporter's metric families (DESIGN.md §2 and the ship brief), as they appear in PromQL.
+METRICS = {f"langgraph_probe_{name}" for name in GAUGES | COUNTERS} | {
+    f"langgraph_probe_{name}_{suffix}"
+    for name in HISTOGRAMS
+    for suffix in ("bucket", "count", "sum")
+}
+# Families without a node label, and families not per target at all (exporter-wide).
+PER_NODE = {
+    "node_time_to_first_token_seconds",
+    "inter_token_latency_seconds",
+    "time_per_output_token_seconds",
+}
+PER_NODE |= {"node_duration_seconds", "tokens_total", "buffered_gap_ratio"}
+EXPORTER_WIDE = {"config_last_reload_successful", "sink_errors_total", "probes_skipped_total"}
+
+DASHBOARD: dict[str, Any] = queries.load(paths.DASHBOARD)
+ALL_QUERIES = list(queries.iter_queries(DASHBOARD))
+PANEL_QUERIES = [q for q in ALL_QUERIES if not q.panel.startswith("variable ")]
+
+
+def _ids(qs: list[Any]) -> list[str]:
+    return [f"{q.panel} {q.ref_id}".strip() for q in qs]
+
+
+def _panels() -> list[dict[str, Any]]:
+    return list(queries._panels(DASHBOARD["panels"]))
+
+
+def _families(expr: str) -> set[str]:
+    names = set(re.findall(r"\blanggraph_probe_\w+", expr))
+    return {re.sub(r"^langgraph_probe_|_(bucket|count|sum)$", "", name) for name in names}
+
+
+def test_dashboard_has_uid_title_and_tags() -> None:
+    """The dashboard has a stable uid (for links), a title and tags."""
+    assert DASHBOARD["uid"] == "langgraph-stream-exporter"
+    assert DASHBOARD["title"]
+    assert "langgraph" in DASHBOARD["tags"]
+
+
+def test_dashboard_has_datasource_target_and_node_variables() -> None:
+    """Variables: a Prometheus data source, and multi-value target and node with an All option."""
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for name in ("target", "node"):
+        assert variables[name]["multi"] is True
+        assert variables[name]["includeAll"] is True
+
+
+def test_every_panel_uses_the_datasource_variable() -> None:
+    """Panels and their queries use ${datasource}, so the dashboard works with any Prometheus."""
+    for panel in _panels():
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        assert all(t["datasource"] == panel["datasource"] for t in panel["targets"]), panel["title"]
+
+
+def test_panel_ids_are_unique() -> None:
+    """No two panels share an id (Grafana would drop one)."""
+    ids = [panel["id"] for panel in _panels()]
+    assert len(ids) == len(set(ids))
+
+
+def test_panels_fit_the_grid() -> None:
+    """Every panel lies within Grafana's 24 columns."""
+    assert all(p["gridPos"]["x"] + p["gridPos"]["w"] <= 24 for p in _panels())
+
+
+@pytest.mark.parametrize(
+    "title", ["Probe success", "Run time to first token", "Inter-token latency by node"]
+)
+def test_the_success_ttft_and_itl_panels_exist(title: str) -> None:
+    """The panels the acceptance criteria check for data exist under these titles."""
+    assert title in {q.panel for q in PANEL_QUERIES}
+
+
+@pytest.mark.parametrize("query", PANEL_QUERIES, ids=_ids(PANEL_QUERIES))
+def test_every_query_uses_only_exporter_metrics(query: Any) -> None:
+    """Every langgraph_probe_* name in a query is one the exporter exposes."""
+    names = set(re.findall(r"\blanggraph_probe_\w+", query.expr))
+    assert names
+    assert names <= METRICS
+
+
+@pytest.mark.parametrize("query", PANEL_QUERIES, ids=_ids(PANEL_QUERIES))
+def test_every_query_honours_the_target_and_node_variables(query: Any) -> None:
+    """Per-target metrics are filtered by $target, and per-node ones by $node too."""
+    families = _families(query.expr)
+    if families <= EXPORTER_WIDE:
+        return
+    assert 'target=~"$target"' in query.expr
+    if families & PER_NODE:
+        assert 'node=~"$node"' in query.expr
+
+
+@pytest.mark.parametrize("query", ALL_QUERIES, ids=_ids(ALL_QUERIES))
+def test_every_query_runs_on_a_real_prometheus(query: Any, empty_prometheus: str) -> None:
+    """Rendered with the dashboard's variables, each expression parses and evaluates in Prometheus."""
+    expr = queries.render(query.expr, queries.default_variables(DASHBOARD))
+    answer = queries.run(empty_prometheus, expr)
+    assert answer["status"] == "success", answer.get("error")
+
+
+def test_render_rejects_an_unknown_variable() -> None:
+    """A typo in a variable name is an error, not a query that silently matches nothing."""
+    with pytest.raises(KeyError, match=r"\$tagret"):
+        queries.render('up{target=~"$tagret"}', queries.default_variables(DASHBOARD))
+
+
+def test_extractor_reads_collapsed_rows_and_variables() -> None:
+    """Queries inside a collapsed row and label_values() variables are extracted too."""
+    dashboard = {
+        "panels": [
+            {
+                "type": "row",
+                "title": "r",
+                "panels": [{"title": "inner", "targets": [{"refId": "A", "expr": "up"}]}],
+            }
+        ],
+        "templating": {
+            "list": [
+                {"name": "t", "type": "query", "query": {"query": 'label_values(up{a="b"}, job)'}}
+            ]
+        },
+    }
+    extracted = [(q.panel, q.expr) for q in queries.iter_queries(dashboard)]
+    assert extracted == [("inner", "up"), ("variable t", 'group by (job) (up{a="b"})')]
+
+
+def test_dashboard_json_is_formatted() -> None:
+    """The JSON is stored indented with a trailing newline, so diffs stay readable."""
+    text = paths.DASHBOARD.read_text()
+    assert text == json.dumps(json.loads(text), indent=2) + "\n"
