@@ -60,7 +60,9 @@ def test_random_chunking_decodes_the_same(name: str, seed: int) -> None:
     body = (DATA / f"{name}.sse").read_bytes()
     rng = random.Random(seed)
     cuts = sorted(rng.sample(range(1, len(body)), min(400, len(body) - 1)))
-    chunks = [(i, body[a:b]) for i, (a, b) in enumerate(zip([0, *cuts], [*cuts, len(body)], strict=False))]
+    chunks = [
+        (i, body[a:b]) for i, (a, b) in enumerate(zip([0, *cuts], [*cuts, len(body)], strict=False))
+    ]
     assert decode_all(chunks) == expected(name)
 
 
