@@ -8,6 +8,7 @@ probe runs (so a rotated Secret is picked up without a reload).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -58,8 +59,8 @@ def parse_duration(value: Any) -> float:
         if match is None:
             raise ValueError(f"invalid duration {value!r} (use e.g. 500ms, 30s, 2m)")
         seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
-    if seconds <= 0:
-        raise ValueError(f"duration must be positive, got {value!r}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"duration must be positive and finite, got {value!r}")
     return seconds
 
 
@@ -81,6 +82,14 @@ class Timeouts(_Strict):
         15.0, description="longest gap between two reads; keep above the 5 s heartbeat (wire §2)"
     )
     total: Duration = Field(120.0, description="the whole run, cleanup excluded")
+
+    @model_validator(mode="after")
+    def _idle_above_heartbeat(self) -> Timeouts:
+        if self.idle <= 5.0 and self.total > 5.0:
+            # NOTE: the server sends a heartbeat every 5 s (wire §2); a shorter idle deadline
+            # stalls on every silent phase. Allowed only for runs that end within 5 s.
+            raise ValueError("idle must exceed the 5 s heartbeat interval")
+        return self
 
 
 class Expect(_Strict):
@@ -182,17 +191,17 @@ class Target(_Strict):
                 raise ValueError(f"label {key!r} is set by the exporter")
         return value
 
+    @field_validator("headers")
+    @classmethod
+    def _no_key_in_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        if any(h.lower() == "x-api-key" for h in value):
+            raise ValueError("x-api-key is a secret: use api_key_env or api_key_file")
+        return value
+
     @model_validator(mode="after")
     def _one_key_source(self) -> Target:
         if self.api_key_env is not None and self.api_key_file is not None:
             raise ValueError("give api_key_env or api_key_file, not both")
-        lowered = {h.lower() for h in self.headers}
-        if "x-api-key" in lowered:
-            raise ValueError("x-api-key is a secret: use api_key_env or api_key_file")
-        if self.timeout.idle <= 5.0 and self.timeout.total > 5.0:
-            # NOTE: the server sends a heartbeat every 5 s (wire §2); a shorter idle deadline
-            # stalls on every silent phase. Allowed only for runs that end within 5 s.
-            raise ValueError("timeout.idle must exceed the 5 s heartbeat interval")
         return self
 
     def api_key(self) -> SecretStr | None:
@@ -290,11 +299,15 @@ def load_config(path: str | Path) -> Config:
     """Read and validate a targets file; raises `ConfigError` naming the file and key paths."""
     path = str(path)
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(path, [f"cannot read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [f"not UTF-8 text (byte {exc.start})"]) from exc
     try:
         data = yaml.safe_load(text)
+    except RecursionError as exc:
+        raise ConfigError(path, ["(top level): nested too deeply"]) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""

@@ -1,0 +1,170 @@
+"""The targets file: a good one loads with defaults merged; each bad one fails with a golden message.
+
+Golden error strings in the style of blackbox_exporter's `TestLoadBadConfigs`: one bad file per
+mistake under tests/data/config/, and the exact problems `ConfigError` reports for it, each
+naming the key path. `check-config` is run as a real subprocess on the same files.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter.config import Target, load_config
+from exporter.errors import ConfigError
+
+DATA = Path(__file__).parent / "data" / "config"
+ROOT = Path(__file__).parent.parent
+
+BAD_CONFIGS: dict[str, list[str]] = {
+    "invalid-unknown-top-key.yaml": ["target: unknown key"],
+    "invalid-unknown-target-key.yaml": ["targets[0].intervall: unknown key"],
+    "invalid-unknown-timeout-key.yaml": ["targets[0].timeout.idel: unknown key"],
+    "invalid-defaults-key.yaml": ["defaults: unknown key(s) ['intervall', 'name']"],
+    "invalid-bad-duration.yaml": [
+        "targets[0].interval: invalid duration '30 seconds' (use e.g. 500ms, 30s, 2m)"
+    ],
+    "invalid-duplicate-names.yaml": ["targets: duplicate target name 'a'"],
+    "invalid-url-scheme.yaml": [
+        "targets[0].url: url must start with http:// or https://, got 'ftp://127.0.0.1:2024'"
+    ],
+    "invalid-reserved-label.yaml": ["targets[0].labels: label 'node' is set by the exporter"],
+    "invalid-api-key-in-headers.yaml": [
+        "targets[0].headers: x-api-key is a secret: use api_key_env or api_key_file"
+    ],
+    "invalid-two-key-sources.yaml": ["targets[0]: give api_key_env or api_key_file, not both"],
+    "invalid-idle-below-heartbeat.yaml": [
+        "targets[0].timeout: idle must exceed the 5 s heartbeat interval"
+    ],
+    "invalid-regex.yaml": [
+        "targets[0].expect.content_regex: invalid regex '(foggy': "
+        "missing ), unterminated subpattern at position 0"
+    ],
+    "invalid-not-a-mapping.yaml": ["(top level): expected a mapping with `targets:`"],
+    "invalid-yaml.yaml": ["line 5: invalid YAML: expected ',' or ']', but got '<stream end>'"],
+    "missing.yaml": ["cannot read: No such file or directory"],
+}
+
+
+def test_every_invalid_file_has_a_golden_entry() -> None:
+    """The table and the data directory list the same bad files (none silently untested)."""
+    on_disk = {p.name for p in DATA.glob("invalid-*.yaml")}
+    assert on_disk == {name for name in BAD_CONFIGS if name.startswith("invalid-")}
+    assert not (DATA / "missing.yaml").exists()
+
+
+@pytest.mark.parametrize(("name", "problems"), sorted(BAD_CONFIGS.items()))
+def test_bad_config_reports_golden_problems(name: str, problems: list[str]) -> None:
+    """Each bad file raises ConfigError naming the file and, per problem, the key path."""
+    path = DATA / name
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.path == str(path)
+    assert info.value.problems == problems
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CONFIGS))
+def test_check_config_fails_with_path_and_key_path_on_stderr(name: str) -> None:
+    """`check-config BAD` exits 1 and prints `FILE: key.path: problem` lines on stderr."""
+    path = DATA / name
+    proc = subprocess.run(
+        [sys.executable, "-m", "exporter", "check-config", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [f"{path}: {p}" for p in BAD_CONFIGS[name]]
+    assert proc.stdout == ""
+
+
+def test_check_config_passes_the_good_file() -> None:
+    """`check-config good.yaml` exits 0 and names the targets it found."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "exporter", "check-config", str(DATA / "good.yaml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "2 target(s): agent, agent-thread" in proc.stdout
+
+
+def good_targets() -> dict[str, Target]:
+    return {t.name: t for t in load_config(DATA / "good.yaml").targets}
+
+
+def test_good_config_loads_both_targets_with_parsed_durations() -> None:
+    """good.yaml loads; durations become seconds and the URL loses its trailing slash."""
+    targets = good_targets()
+    assert set(targets) == {"agent", "agent-thread"}
+    assert targets["agent"].url == "http://127.0.0.1:2024"
+    assert targets["agent"].interval == 30.0
+    assert targets["agent-thread"].interval == 120.0
+    assert targets["agent-thread"].mode == "thread"
+
+
+def test_defaults_timeout_merges_key_by_key_with_a_targets_timeout() -> None:
+    """A target's `timeout.total` overrides the default's; the default's `idle` is kept."""
+    agent = good_targets()["agent"]
+    assert agent.timeout.total == 60.0  # the target's own
+    assert agent.timeout.idle == 20.0  # from defaults.timeout
+    assert agent.timeout.headers == 10.0  # the built-in default
+
+
+def test_defaults_apply_to_a_target_without_the_block() -> None:
+    """A target with no `timeout` of its own takes the whole defaults.timeout."""
+    thread = good_targets()["agent-thread"]
+    assert (thread.timeout.idle, thread.timeout.total) == (20.0, 90.0)
+
+
+def test_defaults_labels_and_expect_merge_with_the_targets() -> None:
+    """Labels and expectations merge key by key too (env from defaults, team from the target)."""
+    agent = good_targets()["agent"]
+    assert agent.labels == {"env": "test", "team": "search"}
+    assert agent.expect.min_tokens == 2 and agent.expect.nodes == ("agent", "action")
+
+
+def test_api_key_is_read_from_its_env_var_when_used_not_at_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The file names the variable; its value is read at probe time (a rotated key is seen)."""
+    monkeypatch.delenv("LANGGRAPH_API_KEY", raising=False)
+    agent = good_targets()["agent"]
+    assert agent.api_key() is None
+    monkeypatch.setenv("LANGGRAPH_API_KEY", "lsv2_rotated")
+    key = agent.api_key()
+    assert key is not None and key.get_secret_value() == "lsv2_rotated"
+    assert "lsv2_rotated" not in repr(key)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"targets: [\xff\xfe]\n", id="not-utf8"),
+        pytest.param(b"[" * 5000 + b"]" * 5000, id="deep-nesting"),
+    ],
+)
+def test_unreadable_content_is_a_config_error(tmp_path: Path, content: bytes) -> None:
+    """A file that is not UTF-8 or nests too deeply is a ConfigError, not a traceback."""
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError):
+        load_config(path)
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf"])
+def test_non_finite_durations_are_rejected(tmp_path: Path, value: str) -> None:
+    """A NaN or infinite duration is a ConfigError naming the key."""
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "targets:\n  - name: a\n    url: http://127.0.0.1:2024\n    assistant_id: agent\n"
+        f"    timeout:\n      idle: {value}\n"
+    )
+    with pytest.raises(ConfigError, match=r"targets\[0\]\.timeout\.idle"):
+        load_config(path)
