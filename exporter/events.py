@@ -88,8 +88,24 @@ class Other(NamedTuple):
 LangGraphEvent = Metadata | Message | TaskStart | TaskEnd | RunError | End | Other
 
 
+#: Every token of a node execution carries the same checkpoint namespace: parse each one once.
+_NODE_PATHS: dict[str, tuple[str, str | None]] = {}
+_NODE_PATHS_MAX = 4096
+
+
 def node_path(checkpoint_ns: str) -> tuple[str, str | None]:
     """`research:<id>|inner_agent:<id>` -> (`research/inner_agent`, `<inner task id>`)."""
+    cached = _NODE_PATHS.get(checkpoint_ns)
+    if cached is not None:
+        return cached
+    if len(_NODE_PATHS) >= _NODE_PATHS_MAX:
+        _NODE_PATHS.clear()  # bounded: task ids are unique, so old entries are never hit again
+    path = _node_path(checkpoint_ns)
+    _NODE_PATHS[checkpoint_ns] = path
+    return path
+
+
+def _node_path(checkpoint_ns: str) -> tuple[str, str | None]:
     names: list[str] = []
     task_id: str | None = None
     for part in checkpoint_ns.split("|"):
@@ -98,7 +114,7 @@ def node_path(checkpoint_ns: str) -> tuple[str, str | None]:
             name, tid = part, ""
         names.append(name)
         task_id = tid or None
-    return "/".join(names), task_id
+    return sys.intern("/".join(names)), task_id
 
 
 def _text_of(content: Any) -> str:
