@@ -228,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/PERFORMANCE.md")
     ap.add_argument("--asyncio-server", action="store_true", help="server on asyncio, not uvloop")
     ap.add_argument(
+        "--product-args",
+        default="",
+        help="extra arguments for the product's load command, e.g. '--transport aiohttp'",
+    )
+    ap.add_argument(
         "--sched",
         choices=["auto", "fifo", "normal"],
         default="auto",
@@ -237,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     realtime = args.sched == "fifo" or (args.sched == "auto" and harness.realtime_allowed())
     levels = [int(x) for x in args.levels.split(",")]
     product = None if args.no_product else harness.product_base()
+    if product is not None and args.product_args:
+        product = [*product, *args.product_args.split()]
     server_cpus, client_cpus = harness.pick_cpus()
     pinning = (
         f"server on CPU {sorted(server_cpus)[0]}, client on CPU {sorted(client_cpus)[0]}"
