@@ -477,7 +477,7 @@ async def _run(
         if response is not None:
             await response.aclose()
     if state.failure is not None:
-        say(f"failed: {state.failure.kind.value}: {state.failure.message}")
+        say(f"failed ({state.failure.kind.value}): {state.failure.message}")
 
 
 async def _cleanup(

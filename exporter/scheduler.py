@@ -182,7 +182,8 @@ class Scheduler:
 
     @property
     def in_flight(self) -> int:
-        return sum(1 for t in self._tasks if not t.done())
+        # list() copies the set in one step: /metrics reads this from a rendering thread.
+        return sum(1 for t in list(self._tasks) if not t.done())
 
     async def drain(self, grace_s: float) -> bool:
         """Wait up to `grace_s` for running probes; cancel the rest. True if none was cancelled."""

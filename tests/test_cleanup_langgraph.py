@@ -1,0 +1,156 @@
+"""A probe that hits its deadline leaves nothing behind on a real `langgraph dev` (wire §8, §11).
+
+The `slow` demo graph sends its first token after 7 s; the probe's total deadline is 3 s. In
+thread mode the probe must then cancel the run and delete the thread: deleting alone leaves the
+graph running invisibly, holding a worker (wire §8). In stateless mode `on_disconnect: "cancel"`
+must stop the run when the probe hangs up.
+
+Checks from outside use only requests scoped to this probe (its thread id, run id and metadata),
+never `POST /runs/cancel {"status": "running"}`, which would cancel other tests' runs on the shared
+session server. Where the server's own log can be found, it is the decisive witness: the run is
+logged as interrupted, not as having run to success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from exporter.config import Target
+from exporter.probe import PROBE_MARKER, probe
+from exporter.result import ProbeResult
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TOTAL_S = 3.0
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass
+class Probed:
+    url: str
+    target: Target
+    result: ProbeResult
+    elapsed_s: float
+
+
+@pytest.fixture(scope="module", params=["thread", "stateless"])
+def probed(request: pytest.FixtureRequest, langgraph_server: str) -> Iterator[Probed]:
+    mode = request.param
+    target = Target(
+        name=f"cleanup-slow-{mode}",
+        url=langgraph_server,
+        assistant_id="slow",
+        mode=mode,
+        # NOTE: an idle deadline under the 5 s heartbeat is only allowed with total <= 5 s.
+        timeout={"total": f"{TOTAL_S}s", "idle": f"{TOTAL_S}s"},
+    )
+    t0 = time.monotonic()
+    result = asyncio.run(probe(target))
+    yield Probed(langgraph_server, target, result, time.monotonic() - t0)
+
+
+def server_log(url: str) -> str | None:
+    """The log of the `langgraph dev` serving `url`, if it can be found (demo/devserver.py)."""
+    port = url.rsplit(":", 1)[1]
+    for path in Path(tempfile.gettempdir()).glob("lg-demo-*/server.log"):
+        text = _ANSI.sub("", path.read_text(errors="replace"))  # the CLI colours its banner
+        if re.search(rf"API: http://[\d.]+:{port}\b", text):
+            return text
+    return None
+
+
+def run_end_line(url: str, run_id: str, timeout_s: float = 10.0) -> str:
+    """The server's "Background run <outcome>" log line for `run_id` (polls: it is a log file)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        log = server_log(url)
+        if log is None:
+            pytest.skip("langgraph dev log not found next to its temp project")
+        lines = [ln for ln in log.splitlines() if "Background run" in ln and run_id in ln]
+        if lines:
+            return lines[-1]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no 'Background run' line for run {run_id}")
+        time.sleep(0.1)
+
+
+def test_probe_ends_with_the_total_deadline(probed: Probed) -> None:
+    """The probe fails with `deadline` (phase total) after 3 s, well before the 7 s first token."""
+    failure = probed.result.failure
+    assert failure is not None
+    assert (failure.kind.value, failure.phase) == ("deadline", "total")
+    assert probed.result.tokens == 0
+    assert TOTAL_S <= probed.result.duration_s < TOTAL_S + 1.0
+
+
+def test_probe_returns_soon_after_the_deadline_cleanup_included(probed: Probed) -> None:
+    """Cleanup (cancel with wait, delete) adds little: the call returns within 3 s + 3 s."""
+    assert TOTAL_S <= probed.elapsed_s < 2 * TOTAL_S
+
+
+def test_run_id_was_known(probed: Probed) -> None:
+    """The run id came from Content-Location / metadata, so the run could be cancelled by id."""
+    assert probed.result.run_id
+
+
+def test_thread_is_deleted(probed: Probed) -> None:
+    """Thread mode: the probe's thread is gone afterwards (GET answers 404)."""
+    if probed.target.mode != "thread":
+        pytest.skip("stateless runs have no thread of the probe's own")
+    assert probed.result.thread_id
+    response = httpx.get(f"{probed.url}/threads/{probed.result.thread_id}", timeout=10)
+    assert response.status_code == 404
+
+
+def test_no_thread_of_this_probe_is_left(probed: Probed) -> None:
+    """Searching threads by the probe's metadata marker finds none of this probe's threads."""
+    response = httpx.post(
+        f"{probed.url}/threads/search",
+        json={"metadata": {"probe": PROBE_MARKER, "probe_target": probed.target.name}},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    assert response.json() == []
+
+
+def test_no_run_of_this_probe_is_left_to_cancel(probed: Probed) -> None:
+    """Thread mode: cancelling the probe's run by id finds nothing (404 "No runs found")."""
+    if probed.target.mode != "thread":
+        pytest.skip("a stateless run's thread id is not known before its first token")
+    response = httpx.post(
+        f"{probed.url}/runs/cancel",
+        json={"thread_id": probed.result.thread_id, "run_ids": [probed.result.run_id]},
+        timeout=10,
+    )
+    assert response.status_code == 404
+    assert "No runs found" in response.json()["detail"]
+
+
+def test_run_is_cancelled_before_the_thread_is_deleted(probed: Probed) -> None:
+    """Thread mode: the probe cancels the run first, then deletes the thread (wire §8)."""
+    if probed.target.mode != "thread":
+        pytest.skip("stateless mode has no cleanup calls")
+    log = probed.result.log
+    cancel = [i for i, line in enumerate(log) if line.startswith("cancelled run ")]
+    delete = [i for i, line in enumerate(log) if line.startswith("deleted thread ")]
+    assert len(cancel) == 1 and len(delete) == 1, log
+    assert cancel[0] < delete[0], log
+    # 404: the server's own on_disconnect cancel, set off when the probe hung up, got there first.
+    assert re.search(r"HTTP (20\d|404)$", log[cancel[0]]), log
+    assert log[delete[0]].endswith("HTTP 204"), log
+
+
+def test_server_logs_the_run_as_interrupted(probed: Probed) -> None:
+    """The server itself ends the run as interrupted, not as a success 7 s later."""
+    assert probed.result.run_id
+    line = run_end_line(probed.url, probed.result.run_id)
+    assert "Background run interrupted" in line, line
