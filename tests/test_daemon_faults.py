@@ -298,6 +298,8 @@ def test_metrics_scrape_does_not_block_the_probe_loop(tmp_path: Path) -> None:
     scrapes, pings = asyncio.run(_scrape_while_pinging(tmp_path))
     render_s = statistics.median(scrapes)
     assert render_s >= 0.01  # the scrape is big enough for the comparison to mean something
-    # On the loop, some ping waits out a whole render (max ~1-2x the render); off the loop a ping
-    # only waits for the GIL at the render thread's 5 ms switch interval (max ~0.3-0.45x seen).
-    assert max(pings) < 0.75 * render_s, (render_s, sorted(pings)[-5:])
+    # On the loop, one ping per scrape waits out a whole render (10 of them here); off the loop a
+    # ping only waits for the GIL at the render thread's 5 ms switch interval (~0.3-0.45x seen).
+    # One slow ping is allowed: this test's own loop also has to read each 1.1 MB page.
+    slow = [p for p in pings if p >= 0.75 * render_s]
+    assert len(slow) <= 1, (render_s, len(pings), sorted(pings)[-5:])
