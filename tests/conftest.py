@@ -26,12 +26,19 @@ def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def langgraph_server() -> Iterator[str]:
-    """A real `langgraph dev` serving demo/, on a free loopback port, for the whole session."""
+def langgraph_dev() -> Iterator[Any]:
+    """A real `langgraph dev` serving demo/ on a free loopback port (a `DevServer`, whose
+    `log_text()` is the server's own log), for the whole session."""
     from devserver import DevServer  # demo/devserver.py, stdlib only
 
     with DevServer() as server:
-        yield server.url
+        yield server
+
+
+@pytest.fixture(scope="session")
+def langgraph_server(langgraph_dev: Any) -> str:
+    """Base URL of the session's `langgraph dev`."""
+    return str(langgraph_dev.url)
 
 
 #: The demo graphs' configured gaps per node (demo/graphs.py), used by live assertions.

@@ -7,19 +7,18 @@ must stop the run when the probe hangs up.
 
 Checks from outside use only requests scoped to this probe (its thread id, run id and metadata),
 never `POST /runs/cancel {"status": "running"}`, which would cancel other tests' runs on the shared
-session server. Where the server's own log can be found, it is the decisive witness: the run is
-logged as interrupted, not as having run to success.
+session server. The server's own log is the decisive witness: the run is logged as interrupted,
+not as having run to success.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -40,11 +39,11 @@ class Probed:
     target: Target
     result: ProbeResult
     elapsed_s: float
+    server_log: Callable[[], str]
 
 
-@pytest.fixture(scope="module", params=["thread", "stateless"])
-def probed(request: pytest.FixtureRequest, langgraph_server: str) -> Iterator[Probed]:
-    mode = request.param
+def _probe(mode: str, server: Any) -> Probed:
+    langgraph_server = server.url
     target = Target(
         name=f"cleanup-slow-{mode}",
         url=langgraph_server,
@@ -55,26 +54,31 @@ def probed(request: pytest.FixtureRequest, langgraph_server: str) -> Iterator[Pr
     )
     t0 = time.monotonic()
     result = asyncio.run(probe(target))
-    yield Probed(langgraph_server, target, result, time.monotonic() - t0)
+    return Probed(langgraph_server, target, result, time.monotonic() - t0, server.log_text)
 
 
-def server_log(url: str) -> str | None:
-    """The log of the `langgraph dev` serving `url`, if it can be found (demo/devserver.py)."""
-    port = url.rsplit(":", 1)[1]
-    for path in Path(tempfile.gettempdir()).glob("lg-demo-*/server.log"):
-        text = _ANSI.sub("", path.read_text(errors="replace"))  # the CLI colours its banner
-        if re.search(rf"API: http://[\d.]+:{port}\b", text):
-            return text
-    return None
+@pytest.fixture(scope="module")
+def probed_thread(langgraph_dev: Any) -> Probed:
+    return _probe("thread", langgraph_dev)
 
 
-def run_end_line(url: str, run_id: str, timeout_s: float = 10.0) -> str:
+@pytest.fixture(scope="module")
+def probed_stateless(langgraph_dev: Any) -> Probed:
+    return _probe("stateless", langgraph_dev)
+
+
+@pytest.fixture(params=["thread", "stateless"])
+def probed(request: pytest.FixtureRequest) -> Probed:
+    """Each mode's probe, for the checks that hold in both."""
+    probed: Probed = request.getfixturevalue(f"probed_{request.param}")
+    return probed
+
+
+def run_end_line(probed: Probed, run_id: str, timeout_s: float = 10.0) -> str:
     """The server's "Background run <outcome>" log line for `run_id` (polls: it is a log file)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        log = server_log(url)
-        if log is None:
-            pytest.skip("langgraph dev log not found next to its temp project")
+        log = _ANSI.sub("", probed.server_log())  # the CLI colours its output
         lines = [ln for ln in log.splitlines() if "Background run" in ln and run_id in ln]
         if lines:
             return lines[-1]
@@ -102,10 +106,9 @@ def test_run_id_was_known(probed: Probed) -> None:
     assert probed.result.run_id
 
 
-def test_thread_is_deleted(probed: Probed) -> None:
+def test_thread_is_deleted(probed_thread: Probed) -> None:
     """Thread mode: the probe's thread is gone afterwards (GET answers 404)."""
-    if probed.target.mode != "thread":
-        pytest.skip("stateless runs have no thread of the probe's own")
+    probed = probed_thread
     assert probed.result.thread_id
     response = httpx.get(f"{probed.url}/threads/{probed.result.thread_id}", timeout=10)
     assert response.status_code == 404
@@ -122,10 +125,9 @@ def test_no_thread_of_this_probe_is_left(probed: Probed) -> None:
     assert response.json() == []
 
 
-def test_no_run_of_this_probe_is_left_to_cancel(probed: Probed) -> None:
+def test_no_run_of_this_probe_is_left_to_cancel(probed_thread: Probed) -> None:
     """Thread mode: cancelling the probe's run by id finds nothing (404 "No runs found")."""
-    if probed.target.mode != "thread":
-        pytest.skip("a stateless run's thread id is not known before its first token")
+    probed = probed_thread
     response = httpx.post(
         f"{probed.url}/runs/cancel",
         json={"thread_id": probed.result.thread_id, "run_ids": [probed.result.run_id]},
@@ -135,11 +137,15 @@ def test_no_run_of_this_probe_is_left_to_cancel(probed: Probed) -> None:
     assert "No runs found" in response.json()["detail"]
 
 
-def test_run_is_cancelled_before_the_thread_is_deleted(probed: Probed) -> None:
+def test_stateless_probe_makes_no_cleanup_calls(probed_stateless: Probed) -> None:
+    """Stateless mode relies on `on_disconnect: cancel`: no cancel or delete request is sent."""
+    log = probed_stateless.result.log
+    assert not [ln for ln in log if ln.startswith(("cancelled run ", "deleted thread "))], log
+
+
+def test_run_is_cancelled_before_the_thread_is_deleted(probed_thread: Probed) -> None:
     """Thread mode: the probe cancels the run first, then deletes the thread (wire §8)."""
-    if probed.target.mode != "thread":
-        pytest.skip("stateless mode has no cleanup calls")
-    log = probed.result.log
+    log = probed_thread.result.log
     cancel = [i for i, line in enumerate(log) if line.startswith("cancelled run ")]
     delete = [i for i, line in enumerate(log) if line.startswith("deleted thread ")]
     assert len(cancel) == 1 and len(delete) == 1, log
@@ -152,5 +158,5 @@ def test_run_is_cancelled_before_the_thread_is_deleted(probed: Probed) -> None:
 def test_server_logs_the_run_as_interrupted(probed: Probed) -> None:
     """The server itself ends the run as interrupted, not as a success 7 s later."""
     assert probed.result.run_id
-    line = run_end_line(probed.url, probed.result.run_id)
+    line = run_end_line(probed, probed.result.run_id)
     assert "Background run interrupted" in line, line
