@@ -184,14 +184,6 @@ async def probe(
 ) -> ProbeResult:
     """Run one probe of `target` and return what it measured."""
     trace = trace or TraceParent.new()
-    state = _State(target, trace)
-
-    def say(line: str) -> None:
-        line = state.mask(line)
-        state.log.append(line)
-        if log is not None:
-            log(line)
-
     owns_client = client is None
     if client is None:
         verify = None
@@ -200,29 +192,39 @@ async def probe(
         client = make_client(
             transport=transport, verify=verify, connect_timeout_s=target.timeout.connect
         )
-    headers = _headers(target, trace)
-    state.secrets = _secret_values(target, headers)
+    one = _Probe(target, trace, client, log)
     try:
         if target.mode == "thread":
-            state.thread_id = await _create_thread(client, target, headers, state, say)
-        if state.failure is None:
-            await _run(client, target, headers, state, say)
+            one.thread_id = await one.create_thread()
+        if one.failure is None:
+            await one.run()
     finally:
         try:
-            if target.mode == "thread" and state.thread_id is not None:
-                await _cleanup(client, target, headers, state, say)
+            if target.mode == "thread" and one.thread_id is not None:
+                await one.cleanup()
         finally:
             if owns_client:
                 await client.aclose()
-    return state.result()
+    return one.result()
 
 
-class _State:
-    """What a probe has so far; becomes the result however the probe ends."""
+class _Probe:
+    """One probe in progress: what it sends, and what it has measured so far, which becomes
+    the result however the probe ends."""
 
-    def __init__(self, target: Target, trace: TraceParent) -> None:
+    def __init__(
+        self,
+        target: Target,
+        trace: TraceParent,
+        client: httpx.AsyncClient,
+        log: Callable[[str], None] | None,
+    ) -> None:
         self.target = target
         self.trace = trace
+        self.client = client
+        self.headers = _headers(target, trace)
+        self.secrets = _secret_values(target, self.headers)  # sent secrets, longest first
+        self._log = log
         self.timeline = Timeline(time.monotonic_ns())
         self.wall_request_ns = time.time_ns()
         self.failure: Failure | None = None
@@ -233,7 +235,13 @@ class _State:
         self.clean_eof = False
         self.t_end_ns: int | None = None
         self.log: list[str] = []
-        self.secrets: tuple[str, ...] = ()  # values sent in secret headers, longest first
+
+    def say(self, line: str) -> None:
+        """A line for `/probe?debug=true` and the caller's log, secrets masked."""
+        line = self.mask(line)
+        self.log.append(line)
+        if self._log is not None:
+            self._log(line)
 
     def mask(self, text: str) -> str:
         """A server may echo a key back (`invalid key sk-…`); the result must never hold it."""
@@ -291,60 +299,187 @@ class _State:
             log=tuple(self.log),
         )
 
+    async def create_thread(self) -> str | None:
+        """POST /threads; the thread id, or None after recording the failure."""
+        target, client, headers = self.target, self.client, self.headers
+        body = {"metadata": {"probe": PROBE_MARKER, "probe_target": target.name}}
+        try:
+            async with asyncio.timeout(target.timeout.headers):
+                response = await client.post(
+                    f"{target.url}/threads", content=orjson.dumps(body), headers=headers
+                )
+        except TimeoutError:
+            self.fail(
+                ProbeFailure("deadline: POST /threads", kind=FailureKind.DEADLINE, phase="thread")
+            )
+            return None
+        except transport_errors() as exc:
+            self.fail(classify_transport_error(exc, streaming=False))
+            return None
+        if response.status_code >= 300:
+            self.http_status = response.status_code
+            detail = await _excerpt(response)
+            self.fail(
+                HTTPStatusFailure(
+                    response.status_code,
+                    f"POST /threads: HTTP {response.status_code}: {detail}",
+                    detail,
+                )
+            )
+            return None
+        try:
+            thread_id = orjson.loads(response.content).get("thread_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            thread_id = None
+        if not isinstance(thread_id, str):
+            # NOTE: without a thread id the run would silently go to stateless `/runs/stream`.
+            self.fail(
+                ProbeFailure(
+                    f"POST /threads: no thread_id in the response: {response.content[:200]!r}",
+                    kind=FailureKind.PROTOCOL,
+                    phase="thread",
+                )
+            )
+            return None
+        self.say(f"created thread {thread_id}")
+        return thread_id
+
+    async def run(self) -> None:
+        """The run request and its stream; every outcome is recorded, nothing raised."""
+        target, client, headers = self.target, self.client, self.headers
+        path = (
+            "/runs/stream" if self.thread_id is None else f"/threads/{self.thread_id}/runs/stream"
+        )
+        request = client.build_request(
+            "POST",
+            target.url + path,
+            content=orjson.dumps(request_body(target)),
+            headers=headers,
+        )
+        self.restart_clock()
+        tl = self.timeline
+        deadlines = _Deadlines(target, tl.t_request_ns)
+        response: httpx.Response | None = None
+        streaming = False
+        watchdog: _Watchdog | None = None
+        try:
+            # The total deadline caps the headers one too (a config may set total < headers).
+            async with asyncio.timeout(min(target.timeout.headers, target.timeout.total)) as timer:
+                response = await client.send(request, stream=True)
+                tl.headers(headers_arrival_ns(response))
+                self.http_status = response.status_code
+                self.say(
+                    f"POST {path}: HTTP {response.status_code} after {_ms(tl.t_headers_ns, tl)}"
+                )
+                if response.status_code >= 300:
+                    detail = await _excerpt(response)
+                    raise HTTPStatusFailure(
+                        response.status_code, f"HTTP {response.status_code}: {detail}", detail
+                    )
+                ctype = response.headers.get("content-type", "")
+                if ctype.partition(";")[0].strip().lower() != "text/event-stream":
+                    detail = await _excerpt(response)
+                    raise ProbeFailure(
+                        f"expected text/event-stream, got {ctype!r}: {detail}",
+                        kind=FailureKind.NOT_SSE,
+                        phase="headers",
+                    )
+                _, self.location_run_id = _ids_from_location(
+                    response.headers.get("content-location")
+                )
+                streaming = True
+                decoder = self.decoder
+                timer.reschedule(None)  # from here on the watchdog decides when it expires
+                watchdog = _Watchdog(timer, deadlines, tl, tl.t_headers_ns or tl.t_request_ns)
+                watchdog.arm()
+                wd = watchdog
+
+                def on_read(recv_ns: int, chunk: bytes) -> None:
+                    """One socket read, stamped at its arrival (rule 4), decoded and timed."""
+                    wd.last_ns = recv_ns
+                    for sse in decoder.feed(chunk, recv_ns):
+                        ev = decode_event(sse.event, sse.data)
+                        tl.event(sse.event, ev, sse.recv_ns, sse.chunk_seq)
+                        if isinstance(ev, RunError):
+                            self.say(f"event: error {ev.error_type}: {ev.message}")
+                        elif isinstance(ev, Message) and ev.is_token and tl.tokens == 1:
+                            self.say(f"first token from {ev.node} after {_ms(recv_ns, tl)}")
+
+                await consume_body(response, on_read)
+                self.t_end_ns = time.monotonic_ns()
+                if decoder.pending_bytes():
+                    raise ProbeFailure(
+                        "stream ended inside an event", kind=FailureKind.INCOMPLETE, phase="stream"
+                    )
+                self.clean_eof = True
+                self.say(f"stream ended after {_ms(self.t_end_ns, tl)}, {tl.tokens} tokens")
+        except TimeoutError:
+            self.t_end_ns = time.monotonic_ns()
+            if not streaming or watchdog is None:
+                self.fail(
+                    ProbeFailure(
+                        "deadline: no response headers within "
+                        f"{min(target.timeout.headers, target.timeout.total):g}s",
+                        kind=FailureKind.DEADLINE,
+                        phase="headers",
+                    )
+                )
+            else:
+                self.fail(deadlines.failure(watchdog.which))
+        except ProbeFailure as exc:
+            self.t_end_ns = self.t_end_ns or time.monotonic_ns()
+            self.fail(exc)
+        except transport_errors() as exc:
+            self.t_end_ns = time.monotonic_ns()
+            self.fail(classify_transport_error(exc, streaming=streaming))
+        except (
+            Exception
+        ) as exc:  # a bug of ours: reported as `internal`, never raised to the caller
+            self.t_end_ns = time.monotonic_ns()
+            self.fail(
+                ProbeFailure(
+                    f"internal error: {type(exc).__name__}: {exc}",
+                    kind=FailureKind.INTERNAL,
+                    error_type=type(exc).__name__,
+                )
+            )
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            if response is not None:
+                await response.aclose()
+        if self.failure is not None:
+            self.say(f"failed ({self.failure.kind.value}): {self.failure.message}")
+
+    async def cleanup(self) -> None:
+        """Thread mode: cancel the run if it may still be running, then delete the thread.
+
+        NOTE: cancel first, then delete. Deleting a thread does not stop its run, which then holds
+        a worker until it finishes (wire §8, §11).
+        """
+        target, client, headers = self.target, self.client, self.headers
+        tid = quote(self.thread_id or "", safe="")
+        run_id = self.timeline.run_id or self.location_run_id
+        finished = self.clean_eof and self.timeline.unfinished() is None
+        cleanup_errors: tuple[type[Exception], ...] = (TimeoutError, *transport_errors())
+        try:
+            async with asyncio.timeout(CLEANUP_TIMEOUT_S):
+                if run_id is not None and not finished:
+                    r = await client.post(
+                        f"{target.url}/threads/{tid}/runs/{quote(run_id, safe='')}/cancel",
+                        params={"action": "interrupt", "wait": "true"},
+                        headers=headers,
+                    )
+                    self.say(f"cancelled run {run_id}: HTTP {r.status_code}")
+                r = await client.delete(f"{target.url}/threads/{tid}", headers=headers)
+                self.say(f"deleted thread {self.thread_id}: HTTP {r.status_code}")
+        except cleanup_errors as exc:
+            self.say(f"cleanup of thread {self.thread_id} failed: {type(exc).__name__}: {exc}")
+
 
 def _expectations(target: Target) -> Expectations:
     e = target.expect
     return Expectations(e.min_tokens, tuple(e.nodes), e.content_regex)
-
-
-async def _create_thread(
-    client: httpx.AsyncClient,
-    target: Target,
-    headers: dict[str, str],
-    state: _State,
-    say: Callable[[str], None],
-) -> str | None:
-    body = {"metadata": {"probe": PROBE_MARKER, "probe_target": target.name}}
-    try:
-        async with asyncio.timeout(target.timeout.headers):
-            response = await client.post(
-                f"{target.url}/threads", content=orjson.dumps(body), headers=headers
-            )
-    except TimeoutError:
-        state.fail(
-            ProbeFailure("deadline: POST /threads", kind=FailureKind.DEADLINE, phase="thread")
-        )
-        return None
-    except transport_errors() as exc:
-        state.fail(classify_transport_error(exc, streaming=False))
-        return None
-    if response.status_code >= 300:
-        state.http_status = response.status_code
-        detail = await _excerpt(response)
-        state.fail(
-            HTTPStatusFailure(
-                response.status_code,
-                f"POST /threads: HTTP {response.status_code}: {detail}",
-                detail,
-            )
-        )
-        return None
-    try:
-        thread_id = orjson.loads(response.content).get("thread_id")
-    except (orjson.JSONDecodeError, AttributeError):
-        thread_id = None
-    if not isinstance(thread_id, str):
-        # NOTE: without a thread id the run would silently go to stateless `/runs/stream`.
-        state.fail(
-            ProbeFailure(
-                f"POST /threads: no thread_id in the response: {response.content[:200]!r}",
-                kind=FailureKind.PROTOCOL,
-                phase="thread",
-            )
-        )
-        return None
-    say(f"created thread {thread_id}")
-    return thread_id
 
 
 class _Watchdog:
@@ -377,138 +512,6 @@ class _Watchdog:
     def cancel(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
-
-
-async def _run(
-    client: httpx.AsyncClient,
-    target: Target,
-    headers: dict[str, str],
-    state: _State,
-    say: Callable[[str], None],
-) -> None:
-    path = "/runs/stream" if state.thread_id is None else f"/threads/{state.thread_id}/runs/stream"
-    request = client.build_request(
-        "POST", target.url + path, content=orjson.dumps(request_body(target)), headers=headers
-    )
-    state.restart_clock()
-    tl = state.timeline
-    deadlines = _Deadlines(target, tl.t_request_ns)
-    response: httpx.Response | None = None
-    streaming = False
-    watchdog: _Watchdog | None = None
-    try:
-        # The total deadline caps the headers one too (a config may set total < headers).
-        async with asyncio.timeout(min(target.timeout.headers, target.timeout.total)) as timer:
-            response = await client.send(request, stream=True)
-            tl.headers(headers_arrival_ns(response))
-            state.http_status = response.status_code
-            say(f"POST {path}: HTTP {response.status_code} after {_ms(tl.t_headers_ns, tl)}")
-            if response.status_code >= 300:
-                detail = await _excerpt(response)
-                raise HTTPStatusFailure(
-                    response.status_code, f"HTTP {response.status_code}: {detail}", detail
-                )
-            ctype = response.headers.get("content-type", "")
-            if ctype.partition(";")[0].strip().lower() != "text/event-stream":
-                detail = await _excerpt(response)
-                raise ProbeFailure(
-                    f"expected text/event-stream, got {ctype!r}: {detail}",
-                    kind=FailureKind.NOT_SSE,
-                    phase="headers",
-                )
-            _, state.location_run_id = _ids_from_location(response.headers.get("content-location"))
-            streaming = True
-            decoder = state.decoder
-            timer.reschedule(None)  # from here on the watchdog decides when it expires
-            watchdog = _Watchdog(timer, deadlines, tl, tl.t_headers_ns or tl.t_request_ns)
-            watchdog.arm()
-            wd = watchdog
-
-            def on_read(recv_ns: int, chunk: bytes) -> None:
-                """One socket read, stamped at its arrival (rule 4), decoded and timed."""
-                wd.last_ns = recv_ns
-                for sse in decoder.feed(chunk, recv_ns):
-                    ev = decode_event(sse.event, sse.data)
-                    tl.event(sse.event, ev, sse.recv_ns, sse.chunk_seq)
-                    if isinstance(ev, RunError):
-                        say(f"event: error {ev.error_type}: {ev.message}")
-                    elif isinstance(ev, Message) and ev.is_token and tl.tokens == 1:
-                        say(f"first token from {ev.node} after {_ms(recv_ns, tl)}")
-
-            await consume_body(response, on_read)
-            state.t_end_ns = time.monotonic_ns()
-            if decoder.pending_bytes():
-                raise ProbeFailure(
-                    "stream ended inside an event", kind=FailureKind.INCOMPLETE, phase="stream"
-                )
-            state.clean_eof = True
-            say(f"stream ended after {_ms(state.t_end_ns, tl)}, {tl.tokens} tokens")
-    except TimeoutError:
-        state.t_end_ns = time.monotonic_ns()
-        if not streaming or watchdog is None:
-            state.fail(
-                ProbeFailure(
-                    "deadline: no response headers within "
-                    f"{min(target.timeout.headers, target.timeout.total):g}s",
-                    kind=FailureKind.DEADLINE,
-                    phase="headers",
-                )
-            )
-        else:
-            state.fail(deadlines.failure(watchdog.which))
-    except ProbeFailure as exc:
-        state.t_end_ns = state.t_end_ns or time.monotonic_ns()
-        state.fail(exc)
-    except transport_errors() as exc:
-        state.t_end_ns = time.monotonic_ns()
-        state.fail(classify_transport_error(exc, streaming=streaming))
-    except Exception as exc:  # a bug of ours: reported as `internal`, never raised to the caller
-        state.t_end_ns = time.monotonic_ns()
-        state.fail(
-            ProbeFailure(
-                f"internal error: {type(exc).__name__}: {exc}",
-                kind=FailureKind.INTERNAL,
-                error_type=type(exc).__name__,
-            )
-        )
-    finally:
-        if watchdog is not None:
-            watchdog.cancel()
-        if response is not None:
-            await response.aclose()
-    if state.failure is not None:
-        say(f"failed ({state.failure.kind.value}): {state.failure.message}")
-
-
-async def _cleanup(
-    client: httpx.AsyncClient,
-    target: Target,
-    headers: dict[str, str],
-    state: _State,
-    say: Callable[[str], None],
-) -> None:
-    """Thread mode: cancel the run if it may still be running, then delete the thread.
-
-    NOTE: cancel first, then delete. Deleting a thread does not stop its run, which then holds
-    a worker until it finishes (wire §8, §11).
-    """
-    tid = quote(state.thread_id or "", safe="")
-    run_id = state.timeline.run_id or state.location_run_id
-    finished = state.clean_eof and state.timeline.unfinished() is None
-    cleanup_errors: tuple[type[Exception], ...] = (TimeoutError, *transport_errors())
-    try:
-        async with asyncio.timeout(CLEANUP_TIMEOUT_S):
-            if run_id is not None and not finished:
-                r = await client.post(
-                    f"{target.url}/threads/{tid}/runs/{quote(run_id, safe='')}/cancel",
-                    params={"action": "interrupt", "wait": "true"},
-                    headers=headers,
-                )
-                say(f"cancelled run {run_id}: HTTP {r.status_code}")
-            r = await client.delete(f"{target.url}/threads/{tid}", headers=headers)
-            say(f"deleted thread {state.thread_id}: HTTP {r.status_code}")
-    except cleanup_errors as exc:
-        say(f"cleanup of thread {state.thread_id} failed: {type(exc).__name__}: {exc}")
 
 
 def _ms(ns: int | None, tl: Timeline) -> str:
