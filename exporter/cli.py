@@ -63,7 +63,9 @@ def _add_target_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--input-file", help="JSON file with the whole run `input` object")
     p.add_argument("--mode", choices=("stateless", "thread"), default="stateless")
     p.add_argument("--header", action="append", type=_header, default=[], help="'Name: value'")
-    p.add_argument("--api-key-env", help="environment variable holding the x-api-key")
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--api-key-env", help="environment variable holding the x-api-key")
+    key.add_argument("--api-key-file", help="file holding the x-api-key (e.g. a mounted Secret)")
     p.add_argument("--no-subgraphs", action="store_true", help="do not stream subgraph tokens")
     p.add_argument("--run-config", type=_json_object, help="run `config` as JSON")
     p.add_argument("--timeout-total", type=float, default=120.0, metavar="S")
@@ -99,6 +101,7 @@ def _target_from_args(args: argparse.Namespace, name: str = "cli") -> Target:
                 "config": args.run_config,
                 "headers": dict(args.header),
                 "api_key_env": args.api_key_env,
+                "api_key_file": args.api_key_file,
                 "stream_subgraphs": not args.no_subgraphs,
                 "timeout": timeout,
                 "expect": {"content_regex": args.expect_regex},
