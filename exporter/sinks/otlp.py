@@ -119,28 +119,21 @@ class OTLPSink:
         if span_id:
             self._ids.next_span_id = span_id
         url = urlsplit(result.url)
-        attrs: dict[str, str | int | float] = {
-            GEN_AI_OPERATION_NAME: "invoke_agent",
-            GEN_AI_AGENT_NAME: result.assistant_id,
-            PROBE_TARGET: result.target,
-            SERVER_ADDRESS: url.hostname or "",
-            PROBE_TOKENS: result.tokens,
-        }
-        if url.port:
-            attrs[SERVER_PORT] = url.port
-        if result.thread_id:
-            attrs[GEN_AI_CONVERSATION_ID] = result.thread_id
-        if result.run_id:
-            attrs[LANGGRAPH_RUN_ID] = result.run_id
-        if result.http_status is not None:
-            attrs[HTTP_RESPONSE_STATUS_CODE] = result.http_status
-        if result.ttft_s is not None:
-            attrs[PROBE_TTFT_S] = result.ttft_s
-        first_event = result.since_request_s(result.t_first_event_ns)
-        if first_event is not None:
-            attrs[PROBE_FIRST_EVENT_S] = first_event
-        if result.failure is not None:
-            attrs[ERROR_TYPE] = result.failure.kind.value
+        failure = result.failure
+        attrs = _attrs(
+            (GEN_AI_OPERATION_NAME, "invoke_agent"),
+            (GEN_AI_AGENT_NAME, result.assistant_id),
+            (PROBE_TARGET, result.target),
+            (SERVER_ADDRESS, url.hostname),
+            (SERVER_PORT, url.port),
+            (PROBE_TOKENS, result.tokens),
+            (GEN_AI_CONVERSATION_ID, result.thread_id),
+            (LANGGRAPH_RUN_ID, result.run_id),
+            (HTTP_RESPONSE_STATUS_CODE, result.http_status),
+            (PROBE_TTFT_S, result.ttft_s),
+            (PROBE_FIRST_EVENT_S, result.since_request_s(result.t_first_event_ns)),
+            (ERROR_TYPE, None if failure is None else failure.kind.value),
+        )
         root = tracer.start_span(
             f"invoke_agent {result.assistant_id}",
             context=trace.set_span_in_context(trace.INVALID_SPAN),
@@ -148,24 +141,21 @@ class OTLPSink:
             attributes=attrs,
             start_time=result.wall_ns(result.t_request_ns),
         )
-        if result.failure is not None:
-            root.set_status(Status(StatusCode.ERROR, result.failure.message[:500]))
+        if failure is not None:
+            root.set_status(Status(StatusCode.ERROR, failure.message[:500]))
         ctx = trace.set_span_in_context(root)
         for ex in result.nodes:
             first = ex.first_token_ns
             start = ex.start_ns or ex.basis_ns or first or result.t_request_ns
             last_tokens = [c.token_ns[-1] for c in ex.calls if c.token_ns]
             end = ex.end_ns or (max(last_tokens) if last_tokens else None) or result.t_end_ns
-            node_attrs: dict[str, str | int | float] = {
-                LANGGRAPH_NODE: ex.node,
-                PROBE_TOKENS: ex.tokens,
-            }
-            if ex.task_id:
-                node_attrs[LANGGRAPH_TASK_ID] = ex.task_id
-            if ex.ttft_s is not None:
-                node_attrs[PROBE_TTFT_S] = ex.ttft_s
-            if ex.error_type:
-                node_attrs[ERROR_TYPE] = ex.error_type
+            node_attrs = _attrs(
+                (LANGGRAPH_NODE, ex.node),
+                (PROBE_TOKENS, ex.tokens),
+                (LANGGRAPH_TASK_ID, ex.task_id),
+                (PROBE_TTFT_S, ex.ttft_s),
+                (ERROR_TYPE, ex.error_type),
+            )
             node_span = tracer.start_span(
                 f"node {ex.node}",
                 context=ctx,
@@ -179,21 +169,15 @@ class OTLPSink:
             for call in ex.calls:
                 if not call.token_ns:
                     continue
-                call_attrs: dict[str, str | int | float] = {
-                    GEN_AI_OPERATION_NAME: "chat",
-                    PROBE_TOKENS: call.tokens,
-                }
-                if call.model:
-                    call_attrs[GEN_AI_REQUEST_MODEL] = call.model
-                if call.provider:
-                    call_attrs[GEN_AI_PROVIDER_NAME] = call.provider
-                if call.output_tokens is not None:
-                    call_attrs[GEN_AI_USAGE_OUTPUT_TOKENS] = call.output_tokens
-                if call.ttft_s is not None:
-                    call_attrs[GEN_AI_TIME_TO_FIRST_CHUNK] = call.ttft_s
-                p50 = quantile(call.itl_s, 0.5)
-                if p50 is not None:
-                    call_attrs[PROBE_ITL_P50_S] = p50
+                call_attrs = _attrs(
+                    (GEN_AI_OPERATION_NAME, "chat"),
+                    (PROBE_TOKENS, call.tokens),
+                    (GEN_AI_REQUEST_MODEL, call.model),
+                    (GEN_AI_PROVIDER_NAME, call.provider),
+                    (GEN_AI_USAGE_OUTPUT_TOKENS, call.output_tokens),
+                    (GEN_AI_TIME_TO_FIRST_CHUNK, call.ttft_s),
+                    (PROBE_ITL_P50_S, quantile(call.itl_s, 0.5)),
+                )
                 call_start = call.basis_ns or call.token_ns[0]
                 span = tracer.start_span(
                     f"chat {call.model or 'unknown'}",
@@ -202,8 +186,8 @@ class OTLPSink:
                     attributes=call_attrs,
                     start_time=result.wall_ns(call_start),
                 )
-                if not call.completed and result.failure is not None:
-                    span.set_attribute(ERROR_TYPE, result.failure.kind.value)
+                if not call.completed and failure is not None:
+                    span.set_attribute(ERROR_TYPE, failure.kind.value)
                     span.set_status(Status(StatusCode.ERROR))
                 span.end(end_time=result.wall_ns(max(call.token_ns[-1], call_start)))
             node_span.end(end_time=result.wall_ns(max(end, start)))
@@ -215,6 +199,11 @@ class OTLPSink:
     def close(self) -> None:
         """Flush buffered spans and stop the batch thread (call after the scheduler stops)."""
         self.provider.shutdown()
+
+
+def _attrs(*pairs: tuple[str, str | int | float | None]) -> dict[str, str | int | float]:
+    """Span attributes, leaving out what was not measured (OTel takes no None values)."""
+    return {key: value for key, value in pairs if value is not None and value != ""}
 
 
 def _span_id_of(result: ProbeResult) -> int | None:
