@@ -3,8 +3,9 @@
 Bounds (issue 6): at most `concurrency` streams open at once; no stream starts after `duration_s`
 or after `max_streams`; the first `concurrency` starts are spread evenly over one second so the
 server does not see a thundering herd. Every stream is a full probe, timed exactly as the daemon
-times it; results are kept in memory and written after the run, so no file I/O competes with the
-sockets while stamps are taken.
+times it. A finished stream is folded into the per-node aggregates and, with `--trace-out`, into
+its serialised trace line; the result itself is dropped, so memory grows by a few kilobytes per
+stream, and no file I/O competes with the sockets while stamps are taken.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import gc
 import resource
 import sys
 import time
+from array import array
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -28,7 +30,7 @@ from exporter.runtime import run_async
 from exporter.stats import quantile
 from exporter.stream import Transport, make_client, ssl_context
 
-__all__ = ["LoadOptions", "LoadRun", "drive", "run_load"]
+__all__ = ["Aggregate", "LoadOptions", "LoadRun", "StreamRecord", "drive", "run_load"]
 
 RAMP_S = 1.0
 
@@ -44,11 +46,56 @@ class LoadOptions:
     transport: Transport = "stamping"
 
 
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    """What a load run keeps of one stream."""
+
+    t_request_ns: int
+    t_end_ns: int
+    failure: str | None  # the failure kind, or None
+    ttft_s: float | None  # run TTFT
+
+    @property
+    def success(self) -> bool:
+        return self.failure is None
+
+
+def _doubles() -> defaultdict[str, array[float]]:
+    return defaultdict(lambda: array("d"))
+
+
+@dataclass
+class Aggregate:
+    """Per-node distributions over every stream of a run, for the report.
+
+    Arrays of doubles, not lists of floats: 8 bytes a value instead of 32, and no long-lived
+    float objects scattered among each stream's short-lived ones (peak RSS, PERFORMANCE.md).
+    """
+
+    ttft_s: defaultdict[str, array[float]] = field(default_factory=_doubles)
+    itl_s: defaultdict[str, array[float]] = field(default_factory=_doubles)
+    rates: defaultdict[str, array[float]] = field(default_factory=_doubles)
+    tokens: Counter[str] = field(default_factory=Counter)
+
+    def add(self, result: ProbeResult) -> None:
+        for n in result.nodes:
+            if n.ttft_s is not None:
+                self.ttft_s[n.node].append(n.ttft_s)
+            for c in n.calls:
+                self.itl_s[n.node].extend(c.itl_s)
+                self.tokens[n.node] += c.tokens
+                if c.tokens >= 2:
+                    span_s = (c.token_ns[-1] - c.token_ns[0]) / 1e9
+                    self.rates[n.node].append((c.tokens - 1) / span_s)
+
+
 @dataclass
 class LoadRun:
-    """What a load run did: results in start order, and the bounds it kept."""
+    """What a load run did: one record per stream in start order, and the bounds it kept."""
 
-    results: list[ProbeResult]
+    records: list[StreamRecord]
+    aggregate: Aggregate
+    trace_lines: int  # `--trace-out` lines written, one per stream, in the order they finished
     max_open: int
     wall_s: float
     cpu_s: float
@@ -87,7 +134,16 @@ async def drive(
         max_connections=options.concurrency,
     )
     sem = asyncio.Semaphore(options.concurrency)
-    results: dict[int, ProbeResult] = {}
+    records: dict[int, StreamRecord] = {}
+    # NOTE: each trace line goes to the file as its stream ends, through a 1 MiB buffer (a
+    # write(2) every ~100 streams). Holding the lines until the end cost 20 MB of heap at 600
+    # streams, more than three times their size (docs/PERFORMANCE.md).
+    trace: BinaryIO | None = None
+    if options.trace_out:
+        # Opened before any stream starts and closed after the last; no `with`: it spans the loop.
+        trace = open(options.trace_out, "wb", buffering=1 << 20)  # noqa: ASYNC230, SIM115
+    trace_lines = 0
+    aggregate = Aggregate()
     tasks: set[asyncio.Task[None]] = set()
     open_now = 0
     max_open = 0
@@ -96,10 +152,17 @@ async def drive(
     last_start = 0.0
 
     async def one(index: int) -> None:
-        nonlocal open_now
+        nonlocal open_now, trace_lines
         try:
             result = await probe(target, client=client, transport=options.transport)
-            results[index] = result
+            failure = None if result.failure is None else result.failure.kind.value
+            records[index] = StreamRecord(
+                result.t_request_ns, result.t_end_ns, failure, result.ttft_s
+            )
+            aggregate.add(result)
+            if trace is not None:
+                trace.write(orjson.dumps(trace_line(result), option=orjson.OPT_APPEND_NEWLINE))
+                trace_lines += 1
             if on_done is not None:
                 on_done(result)
         finally:
@@ -107,7 +170,7 @@ async def drive(
             sem.release()
 
     started = 0
-    # NOTE: a full garbage collection over hundreds of retained results blocks the loop for
+    # NOTE: a full garbage collection over the objects of hundreds of streams blocks the loop for
     # tens of milliseconds, and every read that arrives meanwhile is stamped that late. The run
     # is bounded, and our objects are freed by reference counting, so the cycle collector is
     # paused for the run and run once at its end (docs/PERFORMANCE.md).
@@ -137,10 +200,14 @@ async def drive(
         for task in tasks:
             task.cancel()
         await client.aclose()
+        if trace is not None:
+            trace.close()
         gc.enable()
         gc.collect()
     return LoadRun(
-        results=[results[i] for i in sorted(results)],
+        records=[records[i] for i in sorted(records)],
+        aggregate=aggregate,
+        trace_lines=trace_lines,
         max_open=max_open,
         wall_s=time.monotonic() - t0,
         cpu_s=_cpu_s() - cpu0,
@@ -170,24 +237,12 @@ def report(run: LoadRun, options: LoadOptions) -> Any:
 
     from exporter.report import ms
 
-    ttft: dict[str, list[float]] = defaultdict(list)
-    gaps: dict[str, list[float]] = defaultdict(list)
-    rates: dict[str, list[float]] = defaultdict(list)
-    tokens: Counter[str] = Counter()
-    for r in run.results:
-        for n in r.nodes:
-            if n.ttft_s is not None:
-                ttft[n.node].append(n.ttft_s)
-            for c in n.calls:
-                gaps[n.node].extend(c.itl_s)
-                tokens[n.node] += c.tokens
-                if c.tokens >= 2:
-                    rates[n.node].append((c.tokens - 1) / ((c.token_ns[-1] - c.token_ns[0]) / 1e9))
-    failures = Counter(r.failure.kind.value for r in run.results if r.failure is not None)
-    run_ttft = [r.ttft_s for r in run.results if r.ttft_s is not None]
-    ok = sum(1 for r in run.results if r.success)
+    agg = run.aggregate
+    failures = Counter(r.failure for r in run.records if r.failure is not None)
+    run_ttft = [r.ttft_s for r in run.records if r.ttft_s is not None]
+    ok = sum(1 for r in run.records if r.success)
     head = Text(
-        f"{len(run.results)} streams ({ok} ok) in {run.wall_s:.1f} s, at most {run.max_open} open"
+        f"{len(run.records)} streams ({ok} ok) in {run.wall_s:.1f} s, at most {run.max_open} open"
         f" (limit {options.concurrency}); run TTFT p50 {ms(quantile(run_ttft, 0.5))}"
         f" p99 {ms(quantile(run_ttft, 0.99))}",
         style="bold",
@@ -195,9 +250,9 @@ def report(run: LoadRun, options: LoadOptions) -> Any:
     table = Table(show_edge=False, box=None, header_style="bold", pad_edge=False)
     for col in ("node", "TTFT p50", "p90", "p99", "ITL p50", "p90", "p99", "tokens", "tok/s"):
         table.add_column(col, justify="left" if col == "node" else "right")
-    for node in sorted(set(ttft) | set(gaps)):
-        t, g = ttft[node], gaps[node]
-        rate = sum(rates[node]) / len(rates[node]) if rates[node] else None
+    for node in sorted(set(agg.ttft_s) | set(agg.itl_s)):
+        t, g, rates = agg.ttft_s[node], agg.itl_s[node], agg.rates[node]
+        rate = sum(rates) / len(rates) if rates else None
         table.add_row(
             node,
             ms(quantile(t, 0.5)),
@@ -206,7 +261,7 @@ def report(run: LoadRun, options: LoadOptions) -> Any:
             ms(quantile(g, 0.5)),
             ms(quantile(g, 0.9)),
             ms(quantile(g, 0.99)),
-            str(tokens[node]),
+            str(agg.tokens[node]),
             "–" if rate is None else f"{rate:.1f}",
         )
     parts: list[Any] = [head, table]
@@ -243,17 +298,13 @@ def run_load(target: Target, options: LoadOptions) -> int:
 
     with progress:
         run = run_async(drive(target, options, on_done=on_done))
-    if options.trace_out:
-        with open(options.trace_out, "wb") as fh:
-            for result in run.results:
-                fh.write(orjson.dumps(trace_line(result)) + b"\n")
     Console().print(report(run, options))
     if options.json_summary:
         summary = {
             "cpu_s": round(run.cpu_s, 4),
             "wall_s": round(run.wall_s, 4),
             "maxrss_kb": _vm_hwm_kb(),
-            "streams": len(run.results),
+            "streams": len(run.records),
             "failed": failed,
             "max_open": run.max_open,
         }

@@ -12,8 +12,7 @@ import orjson
 import pytest
 
 from exporter.config import Target
-from exporter.load import LoadOptions, drive
-from exporter.result import ProbeResult
+from exporter.load import LoadOptions, StreamRecord, drive
 from tests.support.scripted_server import ScriptedServer, langgraph_stream
 
 NS = 1_000_000_000
@@ -23,7 +22,7 @@ def target(url: str) -> Target:
     return Target.model_validate({"name": "load", "url": url, "assistant_id": "agent"})
 
 
-def max_overlap(results: list[ProbeResult]) -> int:
+def max_overlap(results: list[StreamRecord]) -> int:
     """Most streams open at once, from each stream's own request and end stamps."""
     edges = sorted(
         [(r.t_request_ns, 1) for r in results] + [(r.t_end_ns, -1) for r in results],
@@ -52,10 +51,10 @@ async def test_never_more_than_concurrency_streams_open(server: ScriptedServer) 
     run = await drive(
         target(server.url), LoadOptions(concurrency=3, duration_s=1.5, progress=False)
     )
-    assert len(run.results) > 3  # several generations ran
-    assert max_overlap(run.results) <= 3
+    assert len(run.records) > 3  # several generations ran
+    assert max_overlap(run.records) <= 3
     assert run.max_open <= 3
-    assert all(r.success for r in run.results)
+    assert all(r.success for r in run.records)
 
 
 async def test_no_stream_starts_after_the_duration(server: ScriptedServer) -> None:
@@ -63,8 +62,8 @@ async def test_no_stream_starts_after_the_duration(server: ScriptedServer) -> No
     run = await drive(
         target(server.url), LoadOptions(concurrency=2, duration_s=1.0, progress=False)
     )
-    first = min(r.t_request_ns for r in run.results)
-    last = max(r.t_request_ns for r in run.results)
+    first = min(r.t_request_ns for r in run.records)
+    last = max(r.t_request_ns for r in run.records)
     assert (last - first) / NS < 1.0
     assert run.last_start_s < 1.0
 
@@ -75,7 +74,7 @@ async def test_stops_starting_after_max_streams(server: ScriptedServer) -> None:
         target(server.url),
         LoadOptions(concurrency=2, duration_s=60, max_streams=4, progress=False),
     )
-    assert len(run.results) == 4
+    assert len(run.records) == 4
     assert len(server.requests) == 4
     assert run.wall_s < 10
 
@@ -87,7 +86,7 @@ async def test_first_starts_are_spread_over_one_second(server: ScriptedServer) -
         target(server.url),
         LoadOptions(concurrency=c, duration_s=3, max_streams=c, progress=False),
     )
-    starts = sorted(r.t_request_ns for r in run.results)
+    starts = sorted(r.t_request_ns for r in run.records)
     for i, t in enumerate(starts):
         assert (
             t - starts[0]
