@@ -84,8 +84,8 @@ class Aggregate:
             for c in n.calls:
                 self.itl_s[n.node].extend(c.itl_s)
                 self.tokens[n.node] += c.tokens
-                if c.tokens >= 2:
-                    span_s = (c.token_ns[-1] - c.token_ns[0]) / 1e9
+                span_s = (c.token_ns[-1] - c.token_ns[0]) / 1e9 if c.tokens >= 2 else 0.0
+                if span_s > 0:  # tokens that arrived in one read have no rate of their own
                     self.rates[n.node].append((c.tokens - 1) / span_s)
 
 
@@ -170,11 +170,12 @@ async def drive(
             sem.release()
 
     started = 0
-    # NOTE: a full garbage collection over the objects of hundreds of streams blocks the loop for
-    # tens of milliseconds, and every read that arrives meanwhile is stamped that late. The run
-    # is bounded, and our objects are freed by reference counting, so the cycle collector is
-    # paused for the run and run once at its end (docs/PERFORMANCE.md).
-    gc.disable()
+    # NOTE: a full garbage collection that walks every object of the process blocks the loop,
+    # and every read that arrives meanwhile is stamped that late. Objects from start-up are
+    # frozen out of it, and a finished stream leaves only a small record behind, so the
+    # collections that remain walk little more than the open streams (docs/PERFORMANCE.md).
+    gc.collect()
+    gc.freeze()
     try:
         while options.max_streams is None or started < options.max_streams:
             await sem.acquire()
@@ -202,8 +203,7 @@ async def drive(
         await client.aclose()
         if trace is not None:
             trace.close()
-        gc.enable()
-        gc.collect()
+        gc.unfreeze()
     return LoadRun(
         records=[records[i] for i in sorted(records)],
         aggregate=aggregate,

@@ -74,7 +74,7 @@ class _Protocol(asyncio.Protocol):
         self.queued = False
         self.consumer_error: Exception | None = None
         self.done: asyncio.Future[None] = loop.create_future()
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.status = 0
@@ -98,6 +98,8 @@ class _Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._stamp_ns = time.monotonic_ns()  # first thing: the arrival time of these bytes
+        if self._parser is None:
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -116,6 +118,9 @@ class _Protocol(asyncio.Protocol):
                 self._fail(httpx.ReadError(f"connection closed mid-body: {exc or 'EOF'}"), exc)
             else:
                 self.complete = True  # a body delimited by the close itself
+        # NOTE: the parser holds this protocol (its callbacks) and the protocol the parser: a
+        # cycle that only the collector frees, and `load` pauses the collector (PERFORMANCE.md).
+        self._parser = None
         self._wake()
 
     # -- httptools callbacks
@@ -125,6 +130,7 @@ class _Protocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.headers_ns = self._stamp_ns
+        assert self._parser is not None  # called from inside feed_data
         self.status = self._parser.get_status_code()
         for name, value in self.headers:
             lname = name.lower()

@@ -121,3 +121,20 @@ def test_load_reports_each_parallel_node_gap_under_concurrency(
     assert abs(statistics.median(gaps["writer_b"]) - 0.045) <= 0.003
     report = proc.stdout.decode()
     assert "writer_a" in report and "writer_b" in report
+
+
+def test_aggregate_skips_rate_of_a_call_read_in_one_burst() -> None:
+    """Two tokens stamped by the same read have no tokens/s of their own (no division by 0)."""
+    from exporter.load import Aggregate
+    from exporter.result import CallTiming, NodeExecution, ProbeResult
+
+    call = CallTiming("m", None, None, (5, 5), 0, None, True)
+    node = NodeExecution("agent", "t", 0, 10, None, (call,), "tasks", 0)
+    result = ProbeResult(
+        target="t", url="u", assistant_id="a", mode="stateless", t_request_ns=0,
+        wall_request_ns=0, t_end_ns=10, failure=None, nodes=(node,),
+    )  # fmt: skip
+    agg = Aggregate()
+    agg.add(result)
+    assert agg.tokens["agent"] == 2 and list(agg.itl_s["agent"]) == [0.0]
+    assert len(agg.rates["agent"]) == 0
