@@ -88,9 +88,9 @@ async def test_first_starts_are_spread_over_one_second(server: ScriptedServer) -
     )
     starts = sorted(r.t_request_ns for r in run.records)
     for i, t in enumerate(starts):
-        assert (
-            t - starts[0]
-        ) / NS >= i / c - 0.005  # clock granularity, not tolerance for lateness
+        # 20 ms: the first stream's one-off set-up (first request built, first connect) delays
+        # its t_request more than the others'; the spread being tested is 250 ms per start.
+        assert (t - starts[0]) / NS >= i / c - 0.02
 
 
 @pytest.mark.integration
