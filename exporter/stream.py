@@ -16,8 +16,9 @@ import ssl
 import sys
 import time
 from collections.abc import Callable
+from http.cookiejar import CookieJar
 from types import ModuleType
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -50,6 +51,17 @@ def transport_errors() -> tuple[type[Exception], ...]:
     """
     aio = _aiohttp()
     return (httpx.HTTPError,) if aio is None else (httpx.HTTPError, aio.ClientError)
+
+
+class _NoCookies(CookieJar):
+    """A jar that keeps nothing: a probe carries no state from one request to the next.
+
+    NOTE: httpx parses every response's cookies through http.cookiejar; with streams that
+    last seconds that was a tenth of the exporter's per-stream CPU (docs/PERFORMANCE.md).
+    """
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
 
 
 def ssl_context(ca_file: str | None = None, *, insecure: bool = False) -> ssl.SSLContext:
@@ -87,7 +99,11 @@ def make_client(
     else:
         base = httpx.AsyncHTTPTransport(verify=verify_ctx, trust_env=False, limits=limits)
     return httpx.AsyncClient(
-        transport=base, timeout=timeout, follow_redirects=False, trust_env=False
+        transport=base,
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+        cookies=_NoCookies(),
     )
 
 
