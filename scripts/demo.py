@@ -51,7 +51,15 @@ def demo_config(url: str) -> dict[str, object]:
     }  # fmt: skip
 
 
+def _exit_cleanly(signum: int, _frame: object) -> None:
+    # A closed terminal (SIGHUP) or `kill` (SIGTERM) must still stop the exporter and the
+    # LangGraph server: SystemExit runs the `finally` and `with` blocks below.
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
     duration = float(os.environ["DEMO_DURATION"]) if os.environ.get("DEMO_DURATION") else None
     work = Path(tempfile.mkdtemp(prefix="lgse-demo-"))
     print("starting langgraph dev with the demo graphs (demo/) …", flush=True)
