@@ -217,9 +217,6 @@ class Daemon:
         log.info("shutdown_requested", signal=sig.name, grace_s=self.settings.grace_period_s)
         self._stop.set()
 
-    def request_shutdown(self) -> None:
-        self._stop.set()
-
     async def run(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
         scheduler = self.scheduler = Scheduler(

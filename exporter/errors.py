@@ -5,10 +5,11 @@ ExporterError
 ├── ConfigError              a config file is unreadable or invalid; .path, .problems
 └── ProbeFailure             raised inside a probe; a Failure value at the probe boundary
     ├── HTTPStatusFailure    non-2xx before streaming; .http_status, .body_excerpt
-    ├── StreamProtocolError  bad SSE framing, undecodable JSON, an event of the wrong shape
-    ├── RunErrorEvent        the server sent `event: error` inside HTTP 200 (wire §8)
-    └── StreamIncomplete     EOF (or a reset) before the run ended cleanly, e.g. a cancelled run
+    └── StreamProtocolError  bad SSE framing, undecodable JSON, an event of the wrong shape
 ```
+
+The other outcomes of a stream (`run_error`, `incomplete`, `no_tokens`, `expectation`) are not
+raised: the timing model reads them off what arrived (`Timeline.verdict`).
 
 Every `ProbeFailure` carries a `FailureKind`, the low-cardinality value used as the Prometheus
 `reason` label and the OTel `error.type` attribute (DESIGN §3).
@@ -24,8 +25,6 @@ __all__ = [
     "FailureKind",
     "HTTPStatusFailure",
     "ProbeFailure",
-    "RunErrorEvent",
-    "StreamIncomplete",
     "StreamProtocolError",
 ]
 
@@ -100,15 +99,3 @@ class StreamProtocolError(ProbeFailure):
     """The bytes are not valid SSE, an event's data is not JSON, or its shape is wrong."""
 
     kind = FailureKind.PROTOCOL
-
-
-class RunErrorEvent(ProbeFailure):
-    """The server sent `event: error`; `error_type` is its class name (message may be masked)."""
-
-    kind = FailureKind.RUN_ERROR
-
-
-class StreamIncomplete(ProbeFailure):
-    """The stream stopped before the run ended cleanly (wire §8: a cancelled run just ends)."""
-
-    kind = FailureKind.INCOMPLETE

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from exporter.errors import RunErrorEvent, StreamProtocolError
+from exporter.errors import StreamProtocolError
 
 __all__ = [
     "End",
@@ -223,7 +223,7 @@ def decode_event(name: str, data: bytes) -> LangGraphEvent:
     """Decode one SSE event into a LangGraph event.
 
     Names may carry a namespace: `messages|research:<task id>` (wire §7); match on the prefix.
-    Raises `StreamProtocolError` on bad JSON or a wrong shape, `RunErrorEvent` never (an `error`
+    Raises `StreamProtocolError` on bad JSON or a wrong shape, and nothing for an `error`
     event is a value here; the prober decides it ends the run).
     """
     base, _, ns = name.partition("|")
@@ -253,8 +253,3 @@ def decode_event(name: str, data: bytes) -> LangGraphEvent:
     if base == "end":
         return End()
     return Other(base)
-
-
-def run_error_failure(event: RunError) -> RunErrorEvent:
-    """The failure a run `error` event becomes (kept here so the message format is in one place)."""
-    return RunErrorEvent(f"{event.error_type}: {event.message}", error_type=event.error_type)

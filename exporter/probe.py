@@ -137,12 +137,12 @@ async def _excerpt(response: httpx.Response, limit_bytes: int = 64 * 1024) -> st
 
 
 class _Deadlines:
-    """Which deadline is nearest now; the stream loop re-arms one timer with it after each read."""
+    """The phase deadlines of one run, and which is nearest now (read by `_Watchdog`)."""
 
     def __init__(self, target: Target, t_request_ns: int) -> None:
         t = target.timeout
-        self.t0 = t_request_ns
-        self.headers_ns = t_request_ns + int(min(t.headers, t.total) * _NS)
+        # The total deadline caps the headers one too (a config may set total < headers).
+        self.headers_s = min(t.headers, t.total)
         self.first_event_ns = t_request_ns + int(t.first_event * _NS)
         self.first_token_ns = t_request_ns + int(t.first_token * _NS)
         self.total_ns = t_request_ns + int(t.total * _NS)
@@ -363,8 +363,7 @@ class _Probe:
         streaming = False
         watchdog: _Watchdog | None = None
         try:
-            # The total deadline caps the headers one too (a config may set total < headers).
-            async with asyncio.timeout(min(target.timeout.headers, target.timeout.total)) as timer:
+            async with asyncio.timeout(deadlines.headers_s) as timer:
                 response = await client.send(request, stream=True)
                 tl.headers(headers_arrival_ns(response))
                 self.http_status = response.status_code
@@ -418,8 +417,7 @@ class _Probe:
             if not streaming or watchdog is None:
                 self.fail(
                     ProbeFailure(
-                        "deadline: no response headers within "
-                        f"{min(target.timeout.headers, target.timeout.total):g}s",
+                        f"deadline: no response headers within {deadlines.headers_s:g}s",
                         kind=FailureKind.DEADLINE,
                         phase="headers",
                     )

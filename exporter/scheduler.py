@@ -99,9 +99,6 @@ class Scheduler:
             if self._accepting:
                 slot.loop = asyncio.create_task(self._loop(slot), name=f"schedule:{name}")
 
-    def targets(self) -> list[Target]:
-        return [slot.target for slot in self._slots.values()]
-
     def schedule_log(self) -> dict[str, list[tuple[float, float]]]:
         """Per target, (planned, actual) wall-clock start times of recent scheduled probes."""
         return {name: list(slot.starts) for name, slot in self._slots.items()}

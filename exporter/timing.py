@@ -48,7 +48,6 @@ class _Call:
     token_ns: list[int] = field(default_factory=list)
     output_tokens: int | None = None
     completed: bool = False
-    end_ns: int | None = None
 
 
 @dataclass(slots=True)
@@ -72,7 +71,6 @@ class Timeline:
         self.t_headers_ns: int | None = None
         self.t_first_event_ns: int | None = None
         self.t_first_token_ns: int | None = None
-        self.t_last_byte_ns: int | None = None
         self.run_id: str | None = None
         self.run_error: RunError | None = None
         self.ended = False  # an explicit `end` event was seen
@@ -180,7 +178,6 @@ class Timeline:
             call.output_tokens = msg.output_tokens
         if msg.is_last:
             call.completed = True
-            call.end_ns = recv_ns
             ex.last_call_end_ns = recv_ns
             self._last_boundary_ns = recv_ns
 

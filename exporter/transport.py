@@ -228,8 +228,8 @@ class ArrivalStream(httpx.AsyncByteStream):
     async def reads(self) -> list[tuple[int, bytes]]:
         """Every read that has arrived, with its stamp; waits if none has; [] at the end.
 
-        The probe's hot loop calls this directly: one plain coroutine per wake-up instead of a
-        stack of async generators per read (docs/PERFORMANCE.md).
+        Pull mode, behind `__aiter__` (httpx's `aiter_raw`, e.g. for an error body); the probe's
+        stream uses push mode, `consume()`.
         """
         proto = self._proto
         while True:

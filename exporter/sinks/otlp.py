@@ -193,9 +193,6 @@ class OTLPSink:
             node_span.end(end_time=result.wall_ns(max(end, start)))
         root.end(end_time=result.wall_ns(result.t_end_ns))
 
-    def force_flush(self, timeout_s: float = 10.0) -> bool:
-        return self.provider.force_flush(int(timeout_s * 1000))
-
     def close(self) -> None:
         """Flush buffered spans and stop the batch thread (call after the scheduler stops)."""
         self.provider.shutdown()
