@@ -488,16 +488,21 @@ async def test_wrong_event_shape_is_protocol() -> None:
     assert failure_of(result) == (FailureKind.PROTOCOL, "stream")
 
 
-async def test_10mb_event_is_accepted_with_bounded_memory() -> None:
-    """One 10 MB token is accepted (below the 16 MB event cap) without memory running away."""
-    big = tok("y" * (10 * MB))
-    script = [*run_head(), send(tok("It's")), send(big), *run_tail()]
+async def probe_with_peak_memory(head: Script) -> tuple[ProbeResult, int]:
+    """Probe `head` followed by a clean run tail; also the peak traced memory, in bytes."""
     tracemalloc.start()
     try:
-        result, _ = await probe_script(script)
+        result, _ = await probe_script([*head, *run_tail()])
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+    return result, peak
+
+
+async def test_10mb_event_is_accepted_with_bounded_memory() -> None:
+    """One 10 MB token is accepted (below the 16 MB event cap) without memory running away."""
+    big = tok("y" * (10 * MB))
+    result, peak = await probe_with_peak_memory([*run_head(), send(tok("It's")), send(big)])
     assert result.failure is None, result.failure
     assert result.tokens == 2 and result.bytes_read > 10 * MB
     assert len(result.text) <= 64 * 1024  # the content check keeps a capped prefix only
@@ -507,13 +512,7 @@ async def test_10mb_event_is_accepted_with_bounded_memory() -> None:
 async def test_event_over_the_cap_is_protocol_with_bounded_memory() -> None:
     """A 20 MB event is refused as `protocol` once it passes the cap, not buffered whole."""
     huge = tok("z" * (20 * MB))
-    script = [*run_head(), send(tok("It's")), send(huge), *run_tail()]
-    tracemalloc.start()
-    try:
-        result, _ = await probe_script(script)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    result, peak = await probe_with_peak_memory([*run_head(), send(tok("It's")), send(huge)])
     assert failure_of(result) == (FailureKind.PROTOCOL, "stream")
     assert result.failure is not None and "exceeds" in result.failure.message
     assert result.tokens == 1
