@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,6 +33,7 @@ from exporter.errors import ConfigError
 __all__ = [
     "Config",
     "Expect",
+    "SecretMask",
     "SecretSource",
     "Settings",
     "Target",
@@ -124,6 +126,28 @@ class SecretSource(_Strict):
 
     def read(self) -> SecretStr | None:
         return _read_secret(self.env, self.file)
+
+
+#: Shorter values are not masked: replacing "a" everywhere would garble every message.
+MIN_MASKED_CHARS = 4
+
+
+class SecretMask:
+    """Replaces known secret values with `***`, longest first (a key may contain another)."""
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        kept = {v for v in values if len(v) >= MIN_MASKED_CHARS}
+        self._secrets = tuple(sorted(kept, key=len, reverse=True))
+
+    def text(self, value: str) -> str:
+        for secret in self._secrets:
+            value = value.replace(secret, "***")
+        return value
+
+    def bytes(self, value: bytes) -> bytes:
+        for secret in self._secrets:
+            value = value.replace(secret.encode(), b"***")
+        return value
 
 
 def _read_secret(env: str | None, file: str | None) -> SecretStr | None:

@@ -27,7 +27,14 @@ from typing import Any
 import structlog
 import uvicorn
 
-from exporter.config import Config, Settings, Target, load_config, otlp_configured
+from exporter.config import (
+    Config,
+    SecretMask,
+    Settings,
+    Target,
+    load_config,
+    otlp_configured,
+)
 from exporter.errors import ConfigError
 from exporter.probe import TraceParent, probe
 from exporter.result import ProbeResult
@@ -51,21 +58,16 @@ class Masker:
     """Replaces every known secret value with `***` in any text that leaves the process."""
 
     def __init__(self) -> None:
-        self._secrets: list[str] = []
+        self._mask = SecretMask()
 
     def update(self, targets: Iterable[Target]) -> None:
-        values = {v for t in targets for v in t.secret_values() if len(v) >= 4}
-        self._secrets = sorted(values, key=len, reverse=True)
+        self._mask = SecretMask(v for t in targets for v in t.secret_values())
 
     def text(self, value: str) -> str:
-        for secret in self._secrets:
-            value = value.replace(secret, "***")
-        return value
+        return self._mask.text(value)
 
     def bytes(self, value: bytes) -> bytes:
-        for secret in self._secrets:
-            value = value.replace(secret.encode(), b"***")
-        return value
+        return self._mask.bytes(value)
 
     def processor(
         self, _logger: Any, _name: str, event_dict: MutableMapping[str, Any]

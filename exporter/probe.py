@@ -23,7 +23,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from exporter.config import Target
+from exporter.config import SecretMask, Target
 from exporter.errors import FailureKind, HTTPStatusFailure, ProbeFailure
 from exporter.events import Message, RunError, decode_event
 from exporter.result import Failure, ProbeResult
@@ -102,11 +102,10 @@ def _headers(target: Target, trace: TraceParent) -> dict[str, str]:
     return headers
 
 
-def _secret_values(target: Target, headers: dict[str, str]) -> tuple[str, ...]:
+def _sent_secrets(target: Target, headers: dict[str, str]) -> SecretMask:
+    """A mask of the secret values this probe actually sends (a rotated file included)."""
     names = {"x-api-key", *(name.lower() for name in target.secret_headers)}
-    # NOTE: very short values are not masked: replacing "a" everywhere would garble messages.
-    values = {v for k, v in headers.items() if k.lower() in names and len(v) >= 4}
-    return tuple(sorted(values, key=len, reverse=True))
+    return SecretMask(v for k, v in headers.items() if k.lower() in names)
 
 
 def _ids_from_location(location: str | None) -> tuple[str | None, str | None]:
@@ -223,7 +222,7 @@ class _Probe:
         self.trace = trace
         self.client = client
         self.headers = _headers(target, trace)
-        self.secrets = _secret_values(target, self.headers)  # sent secrets, longest first
+        self._secrets = _sent_secrets(target, self.headers)
         self._log = log
         self.timeline = Timeline(time.monotonic_ns())
         self.wall_request_ns = time.time_ns()
@@ -245,9 +244,7 @@ class _Probe:
 
     def mask(self, text: str) -> str:
         """A server may echo a key back (`invalid key sk-…`); the result must never hold it."""
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self._secrets.text(text)
 
     def restart_clock(self) -> None:
         """t_request is taken just before the run request, after any thread creation."""
