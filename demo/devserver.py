@@ -17,6 +17,12 @@ What it guarantees (DESIGN §6, wire §1):
   switched off, and LangSmith/LangChain keys are removed from the child's environment.
 * The port asked for is the port served: ``langgraph dev`` silently moves to a random
   port when its port is busy; that is detected from its log and reported as an error.
+* The provider graphs (``provider_graphs.py``) have their provider: unless ``env`` already
+  sets ``DEMO_PROVIDER_URL`` (or ``provider_api=False``), the scripted provider API
+  (``provider_api.py``) is started first as a child process on its own free loopback port,
+  with this server's ``env`` (so ``PROVIDER_API_*`` knobs reach it), and its URL is passed to
+  ``langgraph dev`` as ``DEMO_PROVIDER_URL`` (also ``server.provider_url``). It stops with
+  the server.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from provider_api import ProviderAPIProcess
+
 DEMO_DIR = Path(__file__).resolve().parent
 DEFAULT_LANGGRAPH_BIN = DEMO_DIR / ".venv" / "bin" / "langgraph"
 
@@ -57,7 +65,11 @@ _DROPPED_ENV = (
     "LANGCHAIN_API_KEY",
     "LANGSMITH_LICENSE_KEY",
     "LANGGRAPH_CLOUD_LICENSE_KEY",
+    # The provider graphs use dummy keys against the local provider API; a real key stays out.
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
 )
+_LOOPBACK = "127.0.0.1,localhost"
 _MOVED_RE = re.compile(r"Port (\d+) is already in use, using port (\d+) instead")
 _API_URL_RE = re.compile(r"API: http://[\d.]+:(\d+)")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
@@ -87,6 +99,7 @@ class DevServer:
         langgraph_bin: str | None = None,
         startup_timeout_s: float = 60.0,
         log_path: str | None = None,
+        provider_api: bool = True,
     ) -> None:
         self.port = port if port is not None else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -99,6 +112,9 @@ class DevServer:
         self.startup_s: float | None = None  # spawn -> GET /ok == 200
         self._log_file: IO[bytes] | None = None
         self._log: Path | None = None
+        self.provider_api = provider_api
+        self.provider: ProviderAPIProcess | None = None
+        self.provider_url: str | None = self.env.get("DEMO_PROVIDER_URL")
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> DevServer:
@@ -110,6 +126,7 @@ class DevServer:
                 f"{self.langgraph_bin} not found or not executable (run `make demo-venv`)"
             )
         try:
+            self._start_provider()
             t0 = self._spawn()
             self._wait_ready(t0)
         except BaseException:
@@ -117,6 +134,13 @@ class DevServer:
             raise
         self.startup_s = time.monotonic() - t0
         return self
+
+    def _start_provider(self) -> None:
+        """Start the scripted provider API unless a URL was given or it is switched off."""
+        if not self.provider_api or self.env.get("DEMO_PROVIDER_URL"):
+            return
+        self.provider = ProviderAPIProcess(env=self.env).start()
+        self.provider_url = self.provider.url
 
     def _spawn(self) -> float:
         """Copy the project to a fresh temp dir and start the CLI; return the spawn time."""
@@ -129,6 +153,11 @@ class DevServer:
         child_env = {**os.environ, **self.env, **_QUIET_ENV}
         for key in _DROPPED_ENV:
             child_env.pop(key, None)
+        if self.provider_url:
+            child_env["DEMO_PROVIDER_URL"] = self.provider_url
+        # The provider SDKs honour proxy variables: loopback must never go through a proxy.
+        for key in ("NO_PROXY", "no_proxy"):
+            child_env[key] = ",".join(filter(None, [child_env.get(key), _LOOPBACK]))
         cmd = [
             self.langgraph_bin,
             "dev",
@@ -209,6 +238,10 @@ class DevServer:
                 proc.wait()
             # The CLI may leave helpers (e.g. multiprocessing's resource tracker) in its group.
             self._signal_group(proc.pid, signal.SIGKILL)
+        provider, self.provider = self.provider, None
+        if provider is not None:
+            provider.stop()
+            self.provider_url = self.env.get("DEMO_PROVIDER_URL")
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -256,10 +289,14 @@ class DevServer:
         self.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Run the demo LangGraph project on 127.0.0.1 until Ctrl-C/SIGTERM."
-    )
+def main(
+    argv: list[str] | None = None,
+    *,
+    server_class: type[DevServer] = DevServer,
+    description: str = "Run the demo LangGraph project on 127.0.0.1 until Ctrl-C/SIGTERM.",
+) -> int:
+    """Foreground mode: start ``server_class``, print its URL, stop on Ctrl-C/SIGTERM."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     parser.add_argument(
         "--log", default=None, help="server log file (default: inside the temp project dir)"
@@ -275,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    server = DevServer(port=args.port, startup_timeout_s=args.startup_timeout, log_path=args.log)
+    server = server_class(port=args.port, startup_timeout_s=args.startup_timeout, log_path=args.log)
     try:
         server.start()
     except DevServerError as e:
@@ -284,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(server.url, flush=True)
         print(
-            f"ready in {server.startup_s:.2f} s; log: {server.log_file}; Ctrl-C stops",
+            f"ready in {server.startup_s:.2f} s; log: {server.log_file}; "
+            f"provider API: {server.provider_url}; Ctrl-C stops",
             file=sys.stderr,
             flush=True,
         )
