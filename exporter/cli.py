@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from exporter import __version__
 from exporter.config import Target, load_config
-from exporter.errors import ConfigError
+from exporter.core.errors import ConfigError
 from exporter.runtime import run_async
 
 __all__ = ["main"]
@@ -124,7 +124,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     else:
         from rich.console import Console
 
-        from exporter.report import render_report
+        from exporter.core.report import render_report
 
         console = Console()
         if not console.is_terminal:

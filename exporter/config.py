@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from exporter.errors import ConfigError
+from exporter.core.errors import ConfigError
 
 __all__ = [
     "Config",

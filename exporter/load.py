@@ -24,11 +24,11 @@ from typing import Any, BinaryIO
 import orjson
 
 from exporter.config import Target
+from exporter.core.result import ProbeResult
+from exporter.core.stats import quantile
+from exporter.http.client import Transport, client_for
 from exporter.probe import probe
-from exporter.result import ProbeResult
-from exporter.runtime import run_async
-from exporter.stats import quantile
-from exporter.stream import Transport, make_client, ssl_context
+from exporter.runtime import freeze_startup_objects, run_async
 
 __all__ = ["Aggregate", "LoadOptions", "LoadRun", "StreamRecord", "drive", "run_load"]
 
@@ -124,15 +124,7 @@ async def drive(
     on_done: Any = None,
 ) -> LoadRun:
     """Run the bounded load loop; `on_done(result)` is called as each stream finishes."""
-    verify = None
-    if target.url.startswith("https://"):
-        verify = ssl_context(target.ca_file, insecure=target.insecure_skip_verify)
-    client = make_client(
-        transport=options.transport,
-        verify=verify,
-        connect_timeout_s=target.timeout.connect,
-        max_connections=options.concurrency,
-    )
+    client = client_for(target, transport=options.transport, max_connections=options.concurrency)
     sem = asyncio.Semaphore(options.concurrency)
     records: dict[int, StreamRecord] = {}
     # NOTE: each trace line goes to the file as its stream ends, through a 1 MiB buffer (a
@@ -151,8 +143,7 @@ async def drive(
     # and every read that arrives meanwhile is stamped that late. Objects from start-up are
     # frozen out of it, and a finished stream leaves only a small record behind, so the
     # collections that remain walk little more than the open streams (docs/PERFORMANCE.md).
-    gc.collect()
-    gc.freeze()  # before t0: set-up, not part of the measured run
+    freeze_startup_objects(collect_first=True)  # before t0: set-up, not the measured run
     t0 = time.monotonic()
     cpu0 = _cpu_s()
     last_start = 0.0
@@ -235,7 +226,7 @@ def report(run: LoadRun, options: LoadOptions) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    from exporter.report import ms
+    from exporter.core.report import ms
 
     agg = run.aggregate
     failures = Counter(r.failure for r in run.records if r.failure is not None)

@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from exporter.report import ms
+from exporter.core.report import ms
 
 __all__ = ["watch"]
 

@@ -24,8 +24,8 @@ import httpx
 import pytest
 
 from exporter.config import Target
+from exporter.core.result import ProbeResult
 from exporter.probe import PROBE_MARKER, probe
-from exporter.result import ProbeResult
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

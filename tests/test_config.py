@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import Target, load_config
-from exporter.errors import ConfigError
+from exporter.core.errors import ConfigError
 
 DATA = Path(__file__).parent / "data" / "config"
 ROOT = Path(__file__).parent.parent

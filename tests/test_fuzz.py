@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.config import load_config
-from exporter.errors import ConfigError, StreamProtocolError
-from exporter.events import LARGE_EVENT_BYTES, decode_event
-from exporter.sse import SSEDecoder
-from exporter.timing import Expectations, Timeline
+from exporter.core.errors import ConfigError, StreamProtocolError
+from exporter.core.events import LARGE_EVENT_BYTES, decode_event
+from exporter.core.sse import SSEDecoder
+from exporter.core.timing import Expectations, Timeline
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
-from exporter.errors import FailureKind
-from exporter.events import decode_event
-from exporter.sse import SSEDecoder
-from exporter.timing import Expectations, Timeline
+from exporter.core.errors import FailureKind
+from exporter.core.events import decode_event
+from exporter.core.sse import SSEDecoder
+from exporter.core.timing import Expectations, Timeline
 
 DATA = Path(__file__).parent / "data" / "sse"
 CAPTURES = sorted(p.stem for p in DATA.glob("*.sse"))

@@ -125,8 +125,8 @@ def test_load_reports_each_parallel_node_gap_under_concurrency(
 
 def test_aggregate_skips_rate_of_a_call_read_in_one_burst() -> None:
     """Two tokens stamped by the same read have no tokens/s of their own (no division by 0)."""
+    from exporter.core.result import CallTiming, NodeExecution, ProbeResult
     from exporter.load import Aggregate
-    from exporter.result import CallTiming, NodeExecution, ProbeResult
 
     call = CallTiming("m", None, None, (5, 5), 0, None, True)
     node = NodeExecution("agent", "t", 0, 10, None, (call,), "tasks", 0)

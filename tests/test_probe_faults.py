@@ -22,12 +22,12 @@ import orjson
 import pytest
 import trustme
 
-from exporter import timing
 from exporter.config import Target
-from exporter.errors import FailureKind
+from exporter.core import timing
+from exporter.core.errors import FailureKind
+from exporter.core.result import NodeExecution, ProbeResult
+from exporter.http.client import Transport
 from exporter.probe import PROBE_MARKER, probe
-from exporter.result import NodeExecution, ProbeResult
-from exporter.stream import Transport
 from tests.support.scripted_server import (
     DEFAULT_RUN,
     NodeSpec,
@@ -326,8 +326,9 @@ async def test_stall_before_the_first_token_hits_the_first_token_deadline() -> N
 
 
 async def test_stall_between_tokens_is_stalled_by_the_idle_deadline() -> None:
-    """No byte for `idle` after two tokens is `stalled`; the tokens and node TTFT are kept."""
-    script = [*run_head(), send(tok("It's")), send(tok(" 60")), hang()]
+    """No byte for `idle` after two tokens, from a server known to send heartbeats, is
+    `stalled`; the tokens and node TTFT are kept."""
+    script = [*run_head(), send(heartbeat()), send(tok("It's")), send(tok(" 60")), hang()]
     result, _ = await probe_script(script, timeout={"idle": 0.6, "total": 3})
     assert failure_of(result) == (FailureKind.STALLED, "stream")
     assert result.tokens == 2 and result.text == "It's 60"
@@ -335,6 +336,16 @@ async def test_stall_between_tokens_is_stalled_by_the_idle_deadline() -> None:
     assert node.ttft_s is not None and len(node.itl_s()) == 1
     assert result.t_first_token_ns is not None
     assert 0.6 <= result.duration_s < 1.6
+
+
+async def test_server_without_heartbeats_may_be_silent_until_the_total_deadline() -> None:
+    """A server that never sent a heartbeat (the LangGraph.js server, docs/WIRE.md §2) may be
+    silent for longer than `idle` (a long tool call): it is not `stalled`, it ends at EOF."""
+    run = langgraph_stream(["agent"], tokens=3, first_token_s=0.05, gap_s=0.02)
+    head, tail = run[:-1], run[-1:]
+    result, _ = await probe_script([*head, sleep(0.8), *tail], timeout={"idle": 0.4, "total": 3})
+    assert result.failure is None, result.failure
+    assert result.duration_s >= 0.8, f"ended after {result.duration_s:.3f}s"
 
 
 async def test_endless_stream_ends_at_the_total_deadline_with_bounded_memory(
@@ -392,9 +403,10 @@ async def test_server_never_closing_after_the_last_token_is_a_total_deadline() -
 
 
 async def test_silent_server_after_the_last_token_is_stalled_with_timings_kept() -> None:
-    """Without heartbeats the same never-closing run trips the idle deadline: `stalled`."""
+    """With heartbeats seen, then silence, the never-closing run trips the idle deadline."""
     run = langgraph_stream(["agent"], tokens=4, first_token_s=0.05, gap_s=0.02)
-    result, _ = await probe_script([*run, hang()], timeout={"idle": 0.5, "total": 3})
+    script = [*run, send(heartbeat()), hang()]
+    result, _ = await probe_script(script, timeout={"idle": 0.5, "total": 3})
     assert failure_of(result) == (FailureKind.STALLED, "stream")
     node = only_node(result)
     assert result.tokens == 4 and node.end_ns is not None and len(node.itl_s()) == 3
@@ -685,7 +697,7 @@ async def test_api_key_never_appears_in_the_result(monkeypatch: pytest.MonkeyPat
 
 async def test_to_dict_keeps_the_phases_measured_before_a_stall() -> None:
     """The JSON shape of a stalled probe still has headers, first event and first token."""
-    script = [*run_head(), send(tok("It's")), hang()]
+    script = [*run_head(), send(heartbeat()), send(tok("It's")), hang()]
     result, _ = await probe_script(script, timeout={"idle": 0.5, "total": 3})
     phases = result.to_dict()["phases_s"]
     assert phases["headers"] is not None

@@ -6,8 +6,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from exporter.errors import FailureKind
-from exporter.result import CallTiming, Failure, NodeExecution, ProbeResult
+from exporter.core.errors import FailureKind
+from exporter.core.result import CallTiming, Failure, NodeExecution, ProbeResult
 from exporter.sinks import SinkSet
 from exporter.sinks.log import History
 from exporter.sinks.otlp import OTLPSink

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.errors import StreamProtocolError
-from exporter.sse import SSEDecoder
+from exporter.core.errors import StreamProtocolError
+from exporter.core.sse import SSEDecoder
 
 TOKEN = b'event: messages\r\ndata: [{"content":"hi"},{}]\r\n\r\n'
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from exporter.errors import FailureKind
-from exporter.events import decode_event
-from exporter.timing import Expectations, Timeline
+from exporter.core.errors import FailureKind
+from exporter.core.events import decode_event
+from exporter.core.timing import Expectations, Timeline
 
 MS = 1_000_000
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from exporter.result import ProbeResult
+from exporter.core.result import ProbeResult
 
 __all__ = ["Sink", "SinkSet"]
 

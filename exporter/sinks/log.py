@@ -12,9 +12,9 @@ from typing import Any
 
 import structlog
 
-from exporter.errors import FailureKind
-from exporter.result import ProbeResult
-from exporter.stats import quantile
+from exporter.core.errors import FailureKind
+from exporter.core.result import ProbeResult
+from exporter.core.stats import quantile
 
 __all__ = ["History", "LogSink", "summary"]
 

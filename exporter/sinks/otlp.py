@@ -27,8 +27,8 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from exporter import __version__
-from exporter.result import ProbeResult
-from exporter.stats import quantile
+from exporter.core.result import ProbeResult
+from exporter.core.stats import quantile
 
 __all__ = ["OTLPSink"]
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Exemplar, Metric, Sample
 
-from exporter.errors import FailureKind
-from exporter.result import ProbeResult
+from exporter.core.errors import FailureKind
+from exporter.core.result import ProbeResult
 
 __all__ = ["NS", "PrometheusSink"]
 

@@ -89,8 +89,10 @@ class HTTPStatusFailure(ProbeFailure):
 
     kind = FailureKind.HTTP_STATUS
 
-    def __init__(self, http_status: int, message: str, body_excerpt: str) -> None:
-        super().__init__(message, phase="headers")
+    def __init__(
+        self, http_status: int, message: str, body_excerpt: str, *, phase: str = "headers"
+    ) -> None:
+        super().__init__(message, phase=phase)
         self.http_status = http_status
         self.body_excerpt = body_excerpt
 

@@ -6,8 +6,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from exporter.result import ProbeResult
-from exporter.stats import quantile
+from exporter.core.result import ProbeResult
+from exporter.core.stats import quantile
 
 __all__ = ["render_report"]
 

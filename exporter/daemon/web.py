@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,8 @@ from urllib.parse import parse_qs
 import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+
+from exporter.runtime import collector_paused
 
 __all__ = ["Handlers", "make_app"]
 
@@ -76,17 +77,9 @@ _INDEX = b"""<!doctype html><title>langgraph-stream-exporter</title>
 
 
 def _render(encoder: Callable[[CollectorRegistry], bytes], registry: CollectorRegistry) -> bytes:
-    """Render an exposition with the cycle collector paused.
-
-    NOTE: a large page allocates ~10^5 short-lived objects; a full collection triggered by them
-    would run in this thread holding the GIL for tens of ms, and the loop could not stamp reads
-    meanwhile. Everything rendered is freed by reference counting anyway.
-    """
-    gc.disable()
-    try:
+    """Render an exposition with the cycle collector paused (see `exporter.runtime`)."""
+    with collector_paused():
         return encoder(registry)
-    finally:
-        gc.enable()
 
 
 def make_app(h: Handlers) -> App:

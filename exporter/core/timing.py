@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from exporter.errors import FailureKind
-from exporter.events import (
+from exporter.core.errors import FailureKind
+from exporter.core.events import (
     End,
     LangGraphEvent,
     Message,
@@ -20,7 +20,7 @@ from exporter.events import (
     TaskEnd,
     TaskStart,
 )
-from exporter.result import CallTiming, EventLog, Failure, NodeExecution
+from exporter.core.result import CallTiming, EventLog, Failure, NodeExecution
 
 __all__ = ["Expectations", "Timeline"]
 

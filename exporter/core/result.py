@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.errors import FailureKind
+from exporter.core.errors import FailureKind
 
 __all__ = ["CallTiming", "EventLog", "Failure", "NodeExecution", "ProbeResult"]
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import structlog
 
 from exporter.config import Config, Target
-from exporter.errors import FailureKind
-from exporter.probe import CLEANUP_TIMEOUT_S, TraceParent
-from exporter.result import Failure, ProbeResult
+from exporter.core.errors import FailureKind
+from exporter.core.result import ProbeResult
+from exporter.probe import CLEANUP_TIMEOUT_S, TraceParent, failed_result
 from exporter.sinks import SinkSet
 
 __all__ = ["ProbeFn", "Scheduler"]
@@ -33,7 +33,7 @@ ProbeFn = Callable[[Target, TraceParent, Callable[[str], None] | None], Awaitabl
 
 #: Slack above a target's total deadline before the scheduler cancels the probe itself.
 OUTER_MARGIN_S = 5.0
-log = structlog.get_logger("exporter.scheduler")
+log = structlog.get_logger("exporter.daemon.scheduler")
 
 
 @dataclass
@@ -154,13 +154,13 @@ class Scheduler:
                 async with asyncio.timeout(limit_s):
                     result = await self._probe_fn(target, trace, say)
             except TimeoutError:
-                result = _bare_failure(
+                result = failed_result(
                     target, trace, t0_ns, wall0_ns, FailureKind.DEADLINE,
                     f"probe exceeded the scheduler's limit of {limit_s:g}s",
                 )  # fmt: skip
             except Exception as exc:  # a bug of ours; never stops the schedule
                 log.exception("probe_crashed", target=target.name)
-                result = _bare_failure(
+                result = failed_result(
                     target, trace, t0_ns, wall0_ns, FailureKind.INTERNAL,
                     f"internal error: {type(exc).__name__}: {exc}",
                 )  # fmt: skip
@@ -199,26 +199,3 @@ class Scheduler:
     def cancel_all(self) -> None:
         for task in self._tasks:
             task.cancel()
-
-
-def _bare_failure(
-    target: Target,
-    trace: TraceParent,
-    t0_ns: int,
-    wall0_ns: int,
-    kind: FailureKind,
-    message: str,
-) -> ProbeResult:
-    return ProbeResult(
-        target=target.name,
-        url=target.url,
-        assistant_id=target.assistant_id,
-        mode=target.mode,
-        t_request_ns=t0_ns,
-        wall_request_ns=wall0_ns,
-        t_end_ns=time.monotonic_ns(),
-        failure=Failure(kind, message),
-        trace_id=trace.trace_id,
-        span_id=trace.span_id,
-        labels=tuple(sorted(target.labels.items())),
-    )

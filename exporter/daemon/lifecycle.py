@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -35,15 +34,15 @@ from exporter.config import (
     load_config,
     otlp_configured,
 )
-from exporter.errors import ConfigError
+from exporter.core.errors import ConfigError
+from exporter.core.result import ProbeResult
+from exporter.daemon.scheduler import Scheduler
+from exporter.daemon.web import Handlers, make_app
 from exporter.probe import TraceParent, probe
-from exporter.result import ProbeResult
-from exporter.runtime import run_async
-from exporter.scheduler import Scheduler
+from exporter.runtime import freeze_startup_objects, run_async, share_gil_finely
 from exporter.sinks import Sink, SinkSet
 from exporter.sinks.log import History, LogSink, summary
 from exporter.sinks.prometheus import PrometheusSink
-from exporter.web import Handlers, make_app
 
 __all__ = ["Daemon", "Masker", "serve"]
 
@@ -266,13 +265,8 @@ class Daemon:
             log.error("http_server_failed", listen=f"{host}:{port}", error=str(exc))
             return 1
         self._ready = True
-        # NOTE: everything allocated so far (imports, config) lives as long as the process;
-        # frozen, it is no longer scanned by full collections, which would otherwise block the
-        # loop for milliseconds and stamp the reads arriving meanwhile late (PERFORMANCE.md).
-        gc.freeze()
-        # NOTE: /metrics renders in a thread; the loop gets the GIL back at the switch interval,
-        # and a read that arrives meanwhile waits that long to be stamped. 1 ms instead of 5 ms.
-        sys.setswitchinterval(0.001)
+        freeze_startup_objects()
+        share_gil_finely()
         log.info(
             "exporter_started",
             listen=f"http://{host}:{port}",

@@ -12,29 +12,51 @@ This module and `probe` are the only ones that know httpx's and aiohttp's except
 
 from __future__ import annotations
 
+import functools
 import ssl
 import sys
 import time
 from collections.abc import Callable
 from http.cookiejar import CookieJar
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
+import orjson
 
-from exporter.errors import FailureKind, ProbeFailure
-from exporter.transport import ArrivalStream, StampingTransport
+from exporter.core.errors import FailureKind, ProbeFailure
+from exporter.http.transport import ArrivalStream, StampingTransport
 
 __all__ = [
     "Transport",
     "classify_transport_error",
+    "client_for",
     "consume_body",
     "make_client",
+    "response_excerpt",
     "ssl_context",
     "transport_errors",
 ]
 
 Transport = Literal["stamping", "aiohttp", "httpcore"]
+
+
+class _Timeouts(Protocol):
+    @property
+    def connect(self) -> float: ...
+
+
+class TargetTLS(Protocol):
+    """What building a client reads of a target (`exporter.config.Target` has it)."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def ca_file(self) -> str | None: ...
+    @property
+    def insecure_skip_verify(self) -> bool: ...
+    @property
+    def timeout(self) -> _Timeouts: ...
 
 
 def _aiohttp() -> ModuleType | None:
@@ -64,8 +86,13 @@ class _NoCookies(CookieJar):
         return None
 
 
+@functools.lru_cache(maxsize=256)
 def ssl_context(ca_file: str | None = None, *, insecure: bool = False) -> ssl.SSLContext:
-    """The TLS context for one target: system CAs, or `ca_file`, or no verification at all."""
+    """The TLS context for one target: system CAs, or `ca_file`, or no verification at all.
+
+    Cached: loading a CA store from disk costs milliseconds of CPU, and contexts are safe to
+    share between connections. Raises `OSError` or `ssl.SSLError` when `ca_file` is unusable.
+    """
     ctx = ssl.create_default_context(cafile=ca_file)
     if insecure:
         ctx.check_hostname = False
@@ -105,6 +132,42 @@ def make_client(
         trust_env=False,
         cookies=_NoCookies(),
     )
+
+
+def client_for(
+    target: TargetTLS, *, transport: Transport = "stamping", max_connections: int = 1
+) -> httpx.AsyncClient:
+    """The one way to build a probing client for a target (TLS settings, connect timeout)."""
+    verify = None
+    if target.url.startswith("https://"):
+        verify = ssl_context(target.ca_file, insecure=target.insecure_skip_verify)
+    return make_client(
+        transport=transport,
+        verify=verify,
+        connect_timeout_s=target.timeout.connect,
+        max_connections=max_connections,
+    )
+
+
+BODY_EXCERPT_CHARS = 500
+
+
+async def response_excerpt(response: httpx.Response, limit_bytes: int = 64 * 1024) -> str:
+    """The start of an error response's body, one line: its JSON `detail` when it has one."""
+    body = bytearray()
+    async for chunk in response.aiter_raw():
+        body += chunk
+        if len(body) >= limit_bytes:
+            break
+    text = body.decode("utf-8", "replace")
+    try:
+        detail = orjson.loads(body).get("detail")
+        if isinstance(detail, str):
+            text = detail
+    except (orjson.JSONDecodeError, AttributeError):
+        pass
+    text = " ".join(text.split())
+    return text[:BODY_EXCERPT_CHARS] + ("…" if len(text) > BODY_EXCERPT_CHARS else "")
 
 
 async def consume_body(response: httpx.Response, on_read: Callable[[int, bytes], None]) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from typing import NamedTuple
 
-from exporter.errors import StreamProtocolError
+from exporter.core.errors import StreamProtocolError
 
 __all__ = ["DEFAULT_MAX_EVENT_BYTES", "SSEDecoder", "SSEEvent"]
 

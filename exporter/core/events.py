@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from exporter.errors import StreamProtocolError
+from exporter.core.errors import StreamProtocolError
 
 __all__ = [
     "End",

@@ -1,0 +1,1 @@
+"""The only owner of httpx and httptools: the stamping transport, clients, error mapping."""
