@@ -14,6 +14,12 @@ For each case it writes, into the output directory:
                            deliberately independent of the exporter's own decoder
 
 A case that is an HTTP error (``unknown_assistant``) gets ``<name>.body`` + meta only.
+The provider cases (``openai_chat``, ``openai_responses``, ``anthropic_thinking``,
+``anthropic_tools``) run the real langchain-openai / langchain-anthropic integrations against
+the scripted provider API that DevServer starts (demo/provider_graphs.py); each of those
+graphs is run once unrecorded first, so the capture shows a warm process (the first
+Responses API call after a server start spends about 0.6 s in one-off set-up before its
+last chunks).
 After recording, ``check()`` asserts the wire facts the fixtures exist to show.
 """
 
@@ -47,6 +53,10 @@ VERSIONED = (
     "langgraph-prebuilt",
     "langgraph-sdk",
     "langchain-core",
+    "langchain-openai",
+    "openai",
+    "langchain-anthropic",
+    "anthropic",
     "sse-starlette",
     "starlette",
     "uvicorn",
@@ -104,6 +114,9 @@ class Case:
         }
 
 
+# The scripted provider's defaults, spelled out so the fixture's request documents them.
+PROVIDER_TIMING = {"first_output_s": 0.15, "answer_s": 0.6, "gap_s": 0.025}
+
 CASES = [
     Case("agent", "agent"),
     Case("agent_thread", "agent", thread=True),
@@ -115,7 +128,12 @@ CASES = [
     Case("boom_custom", "boom_custom"),
     Case("unknown_assistant", "nope", expect_status=422),
     Case("slow", "slow"),
+    *(
+        Case(g, g, extra={"config": {"configurable": PROVIDER_TIMING}})
+        for g in ("openai_chat", "openai_responses", "anthropic_thinking", "anthropic_tools")
+    ),
 ]
+PROVIDER_GRAPHS = {"openai_chat", "openai_responses", "anthropic_thinking", "anthropic_tools"}
 
 
 def demo_versions() -> dict[str, str]:
@@ -269,6 +287,71 @@ def _check_slow(out: Path, name: str) -> None:
     assert json.loads(chunk_lines[-1])["t_ns"] > 7e9, "first token after 7 s"
 
 
+def _provider_chunks(out: Path, name: str) -> list[dict[str, Any]]:
+    ev = _events(out, name)
+    assert ev[-1]["event"] != "error", ev[-1]
+    return _chunks(ev)
+
+
+def _blocks(chunks: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [
+        b
+        for c in chunks
+        if isinstance(c["content"], list)
+        for b in c["content"]
+        if b.get("type") == kind
+    ]
+
+
+def _check_openai_chat(out: Path, name: str) -> None:
+    chunks = _provider_chunks(out, name)
+    assert all(isinstance(c["content"], str) for c in chunks), "string content"
+    assert len({c["id"] for c in chunks}) == 1, "one message id"
+    assert sum(bool(c["content"]) for c in chunks) == 20, "20 text chunks"
+    usage = [c["usage_metadata"] for c in chunks if c["usage_metadata"]]
+    assert len(usage) == 1 and usage[0]["output_tokens"] == 20, usage
+    assert usage[0]["output_token_details"]["reasoning"] == 0, usage
+    assert chunks[-1]["chunk_position"] == "last" and not chunks[-1]["usage_metadata"]
+
+
+def _check_openai_responses(out: Path, name: str) -> None:
+    chunks = _provider_chunks(out, name)
+    assert chunks[0]["id"].startswith("resp_"), chunks[0]["id"]
+    assert all(c["id"].startswith("lc_run--") for c in chunks[1:]), "then lc_run--"
+    summaries = [
+        s["text"] for b in _blocks(chunks, "reasoning") for s in b.get("summary", []) if s["text"]
+    ]
+    assert len(summaries) == 12, summaries
+    assert len([b for b in _blocks(chunks, "text") if b["text"]]) == 20, "20 text blocks"
+    last = chunks[-1]
+    assert last["chunk_position"] == "last" and last["usage_metadata"], last
+    assert last["usage_metadata"]["output_token_details"]["reasoning"] == 64, last
+    assert last["usage_metadata"]["output_tokens"] == 84, last
+
+
+def _check_anthropic_thinking(out: Path, name: str) -> None:
+    chunks = _provider_chunks(out, name)
+    thinking = _blocks(chunks, "thinking")
+    assert len([b for b in thinking if b.get("thinking")]) == 12, thinking
+    assert sum("signature" in b for b in thinking) == 1, "one signature"
+    assert len([b for b in _blocks(chunks, "text") if b["text"]]) == 20, "20 text blocks"
+    last = chunks[-1]
+    assert last["chunk_position"] == "last" and last["usage_metadata"], last
+    assert last["usage_metadata"]["output_token_details"] == {"reasoning": 12}, last
+    assert last["usage_metadata"]["output_tokens"] == 32, last
+
+
+def _check_anthropic_tools(out: Path, name: str) -> None:
+    ev = _events(out, name)
+    chunks = _provider_chunks(out, name)
+    deltas = _blocks(chunks, "input_json_delta")
+    assert deltas and deltas[0]["partial_json"] == "", "the first input_json_delta is empty"
+    assert any(c["tool_call_chunks"] for c in chunks), "tool_call_chunks"
+    assert sum(c["chunk_position"] == "last" for c in chunks) == 2, "two calls"
+    tools = [e for e in ev if e["event"] == "messages" and e["data"][0]["type"] == "tool"]
+    assert len(tools) == 1, "one ToolMessage"
+
+
 def _check_unknown(out: Path, name: str) -> None:
     meta = json.loads((out / f"{name}.meta.json").read_text())
     assert meta["status"] == 422 and b"Invalid assistant" in (out / f"{name}.body").read_bytes()
@@ -285,7 +368,20 @@ CHECKS: dict[str, Callable[[Path, str], None]] = {
     "boom_custom": lambda out, name: _check_boom(out, name, 3, "ProviderRateLimitError"),
     "unknown_assistant": _check_unknown,
     "slow": _check_slow,
+    "openai_chat": _check_openai_chat,
+    "openai_responses": _check_openai_responses,
+    "anthropic_thinking": _check_anthropic_thinking,
+    "anthropic_tools": _check_anthropic_tools,
 }
+
+
+async def warm_up(client: httpx.AsyncClient, cases: list[Case]) -> None:
+    """Run each provider graph once, unrecorded, so one-off set-up stays out of the capture."""
+    for case in cases:
+        if case.assistant in PROVIDER_GRAPHS:
+            async with client.stream("POST", "/runs/stream", json=case.body()) as response:
+                async for _ in response.aiter_raw():
+                    pass
 
 
 async def run(cases: list[Case], out: Path, port: int | None) -> int:
@@ -298,6 +394,7 @@ async def run(cases: list[Case], out: Path, port: int | None) -> int:
         async with httpx.AsyncClient(
             base_url=server.url, timeout=timeout, trust_env=False
         ) as client:
+            await warm_up(client, cases)
             for case in cases:
                 written = await record(client, case, out, versions)
                 try:
