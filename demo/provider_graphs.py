@@ -22,7 +22,9 @@ Per request, ``config.configurable`` may set the provider's timings and counts, 
 delta, reasoning if any; default 0.150), ``answer_s`` (first answer text after reasoning;
 0.600), ``gap_s`` (between deltas; 0.025), ``preamble_s``, ``n_reasoning``, ``n_text``,
 ``n_pre``, ``n_args``, ``reasoning_tokens`` (provider_api.py). Also ``reasoning_effort``
-(openai_responses, default "low") and ``budget_tokens`` (anthropic_thinking, default 1024).
+(openai_responses, default "low"), ``budget_tokens`` (anthropic_thinking, default 1024) and
+``output_version`` (every graph: the integration's ``output_version``, e.g. ``"v0"`` or
+``"v1"``; unset, the integration's default, ``"responses/v1"`` for the Responses API).
 Unset knobs fall back to the provider process's ``PROVIDER_API_*`` env, then its defaults.
 """
 
@@ -87,7 +89,9 @@ def _model(kind: str, configurable: Mapping[str, Any] | None) -> Runnable[Any, A
     headers = script_headers(conf)
     effort = str(conf.get("reasoning_effort") or "low")
     budget = int(conf.get("budget_tokens") or 1024)
-    key = (kind, url, tuple(sorted(headers.items())), effort, budget)
+    version = conf.get("output_version")
+    extra: dict[str, Any] = {} if version is None else {"output_version": str(version)}
+    key = (kind, url, tuple(sorted(headers.items())), effort, budget, version)
     if key in _MODELS:
         return _MODELS[key]
     model: Runnable[Any, Any]
@@ -99,6 +103,7 @@ def _model(kind: str, configurable: Mapping[str, Any] | None) -> Runnable[Any, A
             stream_usage=True,
             default_headers=headers,
             max_retries=0,
+            **extra,
         )
     elif kind == "openai_responses":
         model = ChatOpenAI(
@@ -109,6 +114,7 @@ def _model(kind: str, configurable: Mapping[str, Any] | None) -> Runnable[Any, A
             reasoning={"effort": effort, "summary": "auto"},
             default_headers=headers,
             max_retries=0,
+            **extra,
         )
     elif kind == "anthropic_thinking":
         model = ChatAnthropic(
@@ -121,6 +127,7 @@ def _model(kind: str, configurable: Mapping[str, Any] | None) -> Runnable[Any, A
             max_retries=0,
             timeout=None,
             stop=None,
+            **extra,
         )
     elif kind == "anthropic_tools":
         chat: BaseChatModel = ChatAnthropic(
@@ -132,6 +139,7 @@ def _model(kind: str, configurable: Mapping[str, Any] | None) -> Runnable[Any, A
             max_retries=0,
             timeout=None,
             stop=None,
+            **extra,
         )
         model = chat.bind_tools([get_weather])
     else:
