@@ -42,7 +42,7 @@ fmt: $(VENV_STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-pytest: $(VENV_STAMP) $(DEMO_STAMP) $(TOOLS_STAMP)
+pytest: $(VENV_STAMP) $(DEMO_STAMP) $(TOOLS_STAMP) $(JS_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck contracts pytest

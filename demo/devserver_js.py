@@ -75,6 +75,8 @@ class JsDevServer(DevServer):
             langgraph_bin=langgraph_bin or str(DEFAULT_LANGGRAPHJS_BIN),
             startup_timeout_s=startup_timeout_s,
             log_path=log_path,
+            # The JS project has no provider graphs: no scripted provider API to start.
+            provider_api=False,
         )
 
     def start(self) -> JsDevServer:
