@@ -3,7 +3,7 @@
 Events are NamedTuples: immutable, and several times cheaper to build than frozen dataclasses
 on a path that runs for every token (docs/PERFORMANCE.md). Only what the timing model needs is
 kept; the rest of each payload (the ~0.7 KB metadata dict repeated in every token, the node
-input carried by `tasks` starts; wire §3) is dropped here.
+input carried by `tasks` starts; docs/WIRE.md §3) is dropped here.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ __all__ = [
 
 
 class Metadata(NamedTuple):
-    """First event of every run, sent when a worker picks the run up (wire §2)."""
+    """First event of every run, sent when a worker picks the run up (docs/WIRE.md §2)."""
 
     run_id: str | None
     attempt: int | None
@@ -41,12 +41,12 @@ class Message(NamedTuple):
     """One `messages` tuple: a streamed chunk (`AIMessageChunk`) or a whole node-output message."""
 
     msg_id: str
-    node: str  # namespace path without task ids: `research/inner_agent` (wire §7)
+    node: str  # namespace path without task ids: `research/inner_agent` (docs/WIRE.md §7)
     langgraph_node: str | None  # the raw metadata value (inner node name inside a subgraph)
-    task_id: str | None  # last `:`-suffix of `langgraph_checkpoint_ns` (wire §4)
+    task_id: str | None  # last `:`-suffix of `langgraph_checkpoint_ns` (docs/WIRE.md §4)
     is_chunk: bool  # AIMessageChunk: part of a streamed LLM call
-    is_token: bool  # a chunk with text or tool-call chunks (DESIGN §2); empty chunks are not
-    is_last: bool  # `chunk_position: "last"`: langchain-core's end-of-call marker (wire §5)
+    is_token: bool  # a chunk with text or tool-call chunks (docs/WIRE.md §17); empty chunks are not
+    is_last: bool  # `chunk_position: "last"`: langchain-core's end-of-call marker (docs/WIRE.md §5)
     text: str  # the text this chunk adds (for content expectations)
     model: str | None
     provider: str | None
@@ -54,7 +54,7 @@ class Message(NamedTuple):
 
 
 class TaskStart(NamedTuple):
-    """`tasks` event with `input`: a node execution starts (wire §5)."""
+    """`tasks` event with `input`: a node execution starts (docs/WIRE.md §5)."""
 
     task_id: str
     node: str
@@ -69,14 +69,14 @@ class TaskEnd(NamedTuple):
 
 
 class RunError(NamedTuple):
-    """`event: error` inside HTTP 200 (wire §8). The message may be masked by the server."""
+    """`event: error` inside HTTP 200 (docs/WIRE.md §8). The message may be masked by the server."""
 
     error_type: str
     message: str
 
 
 class End(NamedTuple):
-    """`event: end`: not sent by current servers (wire §2), accepted from older or hosted ones."""
+    """`event: end`: not sent by current servers, accepted from older ones (docs/WIRE.md §2)."""
 
 
 class Other(NamedTuple):
@@ -121,7 +121,7 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        # Content blocks (some providers, output_version="v1"; wire §5).
+        # Content blocks (some providers, output_version="v1"; docs/WIRE.md §5).
         parts: list[str] = []
         for block in content:
             if isinstance(block, str):
@@ -135,7 +135,7 @@ def _text_of(content: Any) -> str:
 
 
 #: Above this size an event's JSON is parsed by the stdlib: orjson's parser peaks at about 13x
-#: the input (130 MB for one 10 MB token), the stdlib's at 2-5x (issue 7: memory bounded).
+#: the input (130 MB for one 10 MB token), the stdlib's at 2-5x (memory must stay bounded).
 LARGE_EVENT_BYTES = 1024 * 1024
 
 
@@ -222,7 +222,7 @@ def _task(name: str, ns_names: list[str], payload: Any) -> TaskStart | TaskEnd:
 def decode_event(name: str, data: bytes) -> LangGraphEvent:
     """Decode one SSE event into a LangGraph event.
 
-    Names may carry a namespace: `messages|research:<task id>` (wire §7); match on the prefix.
+    Names may carry a namespace, `messages|research:<task id>` (docs/WIRE.md §7): match the prefix.
     Raises `StreamProtocolError` on bad JSON or a wrong shape, and nothing for an `error`
     event is a value here; the prober decides it ends the run).
     """

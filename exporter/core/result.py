@@ -1,8 +1,8 @@
 """The one value every sink reads: an immutable record of one probe. Pure: no I/O.
 
 Stamps are monotonic nanoseconds (`_ns`); derived durations are seconds (`_s`). Metric definitions
-are DESIGN §2: run TTFT from the request, node TTFT from the node's `tasks` start, ITL only between
-tokens of the same LLM call, TPOT over `usage_metadata.output_tokens` when the model sent it.
+(docs/WIRE.md §17): run TTFT from the request, node TTFT from the node's `tasks` start, ITL only
+between tokens of the same LLM call, TPOT over `usage_metadata.output_tokens` when sent.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ _NS = 1e9
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """Why a probe failed. `error_type` is the server's error class for `run_error` (wire §8)."""
+    """Why a probe failed. `error_type`: the server's exception class (docs/WIRE.md §8)."""
 
     kind: FailureKind
     message: str
@@ -39,7 +39,7 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class CallTiming:
-    """One LLM call (one message id, wire §5): the arrival stamp of each of its tokens.
+    """One LLM call (one message id, docs/WIRE.md §5): the arrival stamp of each of its tokens.
 
     `basis_ns` is the boundary its TTFT counts from: the node's start for the node's first call,
     else the end of the previous call in the same node execution (a node may call a model twice).
@@ -51,7 +51,7 @@ class CallTiming:
     token_ns: tuple[int, ...]
     basis_ns: int | None
     output_tokens: int | None
-    completed: bool  # saw `chunk_position: "last"`: the call finished streaming (wire §5)
+    completed: bool  # saw `chunk_position: "last"`: the call finished streaming (docs/WIRE.md §5)
 
     @property
     def tokens(self) -> int:
@@ -81,7 +81,7 @@ class NodeExecution:
     """One node execution (one task id). `basis` says where its TTFT counts from.
 
     `basis` is "tasks" when the `tasks` start was seen, else "previous_boundary" (the last
-    metadata, task end or call end before its first chunk; DESIGN §2 fallback).
+    metadata, task end or call end before its first chunk; docs/WIRE.md §17 fallback).
     """
 
     node: str
@@ -146,7 +146,7 @@ class ProbeResult:
     url: str
     assistant_id: str
     mode: str
-    t_request_ns: int  # monotonic, just before the run request was written (DESIGN §1.3)
+    t_request_ns: int  # monotonic, just before the run request was written (docs/WIRE.md §17)
     wall_request_ns: int  # time.time_ns() taken with t_request_ns: the anchor for span times
     t_end_ns: int
     failure: Failure | None
@@ -196,14 +196,14 @@ class ProbeResult:
         return self.wall_request_ns + (ns - self.t_request_ns)
 
     def buffered_gap_ratio(self) -> float | None:
-        """Share of inter-token gaps under 1 ms: near 1 when a proxy buffers SSE (DESIGN §7.1)."""
+        """Share of inter-token gaps under 1 ms: near 1 when a proxy buffers (docs/WIRE.md §17)."""
         gaps = [g for n in self.nodes for g in n.itl_s()]
         if not gaps:
             return None
         return sum(1 for g in gaps if g < 0.001) / len(gaps)
 
     def to_dict(self) -> dict[str, Any]:
-        """The `probe --json` shape (issue 3); fields are only ever added, never renamed."""
+        """The `probe --json` shape; fields are only ever added, never renamed."""
         rel = self.since_request_s
         return {
             "outcome": self.outcome,

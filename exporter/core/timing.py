@@ -24,7 +24,7 @@ from exporter.core.result import CallTiming, EventLog, Failure, NodeExecution
 
 __all__ = ["Expectations", "Timeline"]
 
-#: Caps that keep an endless or hostile stream from growing memory without bound (issue 7).
+#: Caps that keep an endless or hostile stream from growing memory without bound.
 MAX_EVENTS_LOGGED = 50_000
 MAX_TOKENS_STAMPED = 200_000
 MAX_TEXT_CHARS = 64 * 1024
@@ -149,7 +149,7 @@ class Timeline:
 
     def _message(self, msg: Message, recv_ns: int, chunk_seq: int) -> None:
         if not msg.is_chunk:
-            # A whole message. If its id was streamed, it is the duplicate copy (langgraph #6153).
+            # A whole message. If its id was streamed, it is the duplicate copy (docs/WIRE.md §5).
             if msg.msg_id not in self._chunk_ids:
                 self._exec_for(msg)
                 self._add_text(msg.text)
@@ -233,8 +233,8 @@ class Timeline:
     def unfinished(self) -> str | None:
         """What is still open at EOF: a started task with no end, or a call with no last chunk.
 
-        A cancelled run "just ends" (wire §8), so a bare EOF is only a clean end when nothing is
-        left open.
+        A cancelled run "just ends" (docs/WIRE.md §8), so a bare EOF is only a clean end when
+        nothing is left open.
         """
         for ex in self._execs.values():
             if ex.start_ns is not None and ex.end_ns is None:

@@ -1,4 +1,4 @@
-"""OTLP spans drawn from finished probe results (DESIGN §2).
+"""OTLP spans drawn from finished probe results (docs/WIRE.md §17).
 
 One trace per probe: a root `invoke_agent {assistant}` span (CLIENT) from the run request to the
 end of the stream, a child `node {name}` per node execution, and under it a `chat {model}` span per
@@ -32,7 +32,7 @@ from exporter.core.stats import quantile
 
 __all__ = ["OTLPSink"]
 
-# Stable semconv names, spelled out rather than imported from `_incubating` (STYLE §5).
+# Stable semconv names, spelled out rather than imported from `_incubating` (may change).
 ERROR_TYPE: Final = "error.type"
 SERVER_ADDRESS: Final = "server.address"
 SERVER_PORT: Final = "server.port"

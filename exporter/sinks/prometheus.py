@@ -1,4 +1,4 @@
-"""Prometheus exposition of probe results (DESIGN §2), from one custom collector.
+"""Prometheus exposition of probe results (docs/WIRE.md §17), from one custom collector.
 
 Everything is kept per target, so a target removed by a reload loses all its series at once
 (`retain`), histograms and counters included; Prometheus handles the counter reset. Histograms
@@ -34,7 +34,7 @@ __all__ = ["NS", "PrometheusSink"]
 NS = "langgraph_probe_"
 OTHER_NODE = "__other__"
 
-#: TTFT and durations: 0.01 … 81.92 doubling, plus the usual SLO thresholds (DESIGN §2).
+#: TTFT and durations: 0.01 … 81.92 doubling, plus the usual SLO thresholds (docs/WIRE.md §17).
 LATENCY_BUCKETS = tuple(
     sorted({round(0.01 * 2**i, 2) for i in range(14)} | {0.5, 1.0, 2.0, 5.0, 163.84})
 )
