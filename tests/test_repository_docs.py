@@ -39,8 +39,12 @@ FORBIDDEN: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("a path on the authors' machines", re.compile(r"/work/(?:shared|main|wt)\b")),
     ("a report outside the repo", re.compile(r"\b(?:REPORT|SHAPES)(?:\.md)?\b")),
 )
-#: A section sign must belong to an in-repo document named on the same line or the line above.
+#: A section sign must belong to an in-repo document named on the same line or the line above
+#: (docs/WIRE.md may refer to its own sections bare).
 SECTION = re.compile(r"§\s*\d")
+SELF_REFERENCING = {"docs/WIRE.md"}
+#: `docs/WIRE.md §N`, `docs/WIRE.md §2–§7`, `docs/WIRE.md §8, §11`: every N must be a section.
+WIRE_CITATION = re.compile(r"docs/WIRE\.md\s+((?:§\d+(?:\s*[,–-]\s*)?)+)")
 IN_REPO_DOC = re.compile(r"\b[\w./-]+\.md\b")
 
 
@@ -64,6 +68,8 @@ def _offences(name: str, text: str) -> list[str]:
         for what, pattern in FORBIDDEN:
             if pattern.search(line):
                 out.append(f"{where}: {what}: {line.strip()}")
+        if name in SELF_REFERENCING:
+            continue
         if SECTION.search(line) and not IN_REPO_DOC.search(line):
             above = lines[i - 1] if i else ""
             if not IN_REPO_DOC.search(above):
@@ -116,3 +122,30 @@ def test_no_comment_cites_a_document_outside_the_repository() -> None:
         )
     ]
     assert offences == [], "citations of documents outside the repository:\n" + "\n".join(offences)
+
+
+def _wire_sections() -> set[int]:
+    text = (ROOT / "docs" / "WIRE.md").read_text(encoding="utf-8")
+    return {int(n) for n in re.findall(r"^## (\d+)\. ", text, flags=re.M)}
+
+
+def test_wire_sections_are_numbered_one_to_n() -> None:
+    """docs/WIRE.md has sections 1..N with no gap, so a cited number names one section."""
+    sections = _wire_sections()
+    assert sections == set(range(1, max(sections) + 1)), sorted(sections)
+
+
+def test_every_cited_wire_section_exists() -> None:
+    """Every `docs/WIRE.md §N` cited in the code, tests and docs is a section of docs/WIRE.md."""
+    sections = _wire_sections()
+    missing: list[str] = []
+    for path in _files():
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        # A citation may wrap: `(docs/WIRE.md` at a line end and `§2–§7)` on the next line.
+        text = "\n".join(lines)
+        for m in WIRE_CITATION.finditer(text):
+            for n in re.findall(r"§(\d+)", m.group(1)):
+                if int(n) not in sections:
+                    line_no = text.count("\n", 0, m.start()) + 1
+                    missing.append(f"{path.relative_to(ROOT)}:{line_no}: §{n}")
+    assert missing == [], "citations of sections docs/WIRE.md does not have:\n" + "\n".join(missing)

@@ -15,20 +15,21 @@ MS = 1_000_000
 def msg(node: str, content: str, *, mid: str, task: str, ns: str | None = None, **extra: object):
     """A `messages` event payload as the server sends it (docs/WIRE.md §3)."""
     cns = f"{ns}|{node}:{task}" if ns else f"{node}:{task}"
-    chunk = {
+    kind = extra.pop("type", "AIMessageChunk")
+    chunk: dict[str, object] = {
         "content": content,
-        "type": extra.pop("type", "AIMessageChunk"),
+        "type": kind,
         "id": mid,
-        "tool_call_chunks": extra.pop("tool_call_chunks", []),
         "usage_metadata": extra.pop("usage", None),
         "chunk_position": extra.pop("chunk_position", None),
     }
-    meta = {
-        "langgraph_node": node,
-        "langgraph_checkpoint_ns": cns,
-        "ls_model_name": "m",
-        "ls_provider": "p",
-    }
+    meta: dict[str, object] = {"langgraph_node": node, "langgraph_checkpoint_ns": cns}
+    if kind == "AIMessageChunk":
+        # A streamed chunk (docs/WIRE.md §5): tool-call fragments and the model's metadata.
+        chunk["tool_call_chunks"] = extra.pop("tool_call_chunks", [])
+        meta |= {"ls_model_name": "m", "ls_provider": "p", "ls_integration": "langchain_chat_model"}
+    else:
+        meta["ls_integration"] = "langgraph"  # a whole node-output message
     name = f"messages|{ns}" if ns else "messages"
     return name, orjson.dumps([chunk, meta])
 
