@@ -8,6 +8,7 @@ probe runs (so a rotated Secret is picked up without a reload).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -374,3 +375,14 @@ class Settings(BaseSettings):
     otlp: Literal["auto", "on", "off"] = Field(
         "auto", description="auto: on when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set"
     )
+
+    @field_validator("transport")
+    @classmethod
+    def _transport_installed(cls, v: str) -> str:
+        # The aiohttp transport is an optional extra: say so at start, not at the first probe.
+        if v == "aiohttp" and importlib.util.find_spec("httpx_aiohttp") is None:
+            raise ValueError(
+                "LGSE_TRANSPORT=aiohttp needs the optional extra: "
+                "pip install 'langgraph-stream-exporter[compare]'"
+            )
+        return v

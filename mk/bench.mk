@@ -3,5 +3,11 @@
 BENCH_ARGS ?=
 
 .PHONY: bench
-bench: $(VENV_STAMP)
+# The benchmark compares transports: it needs the optional `[compare]` extra (aiohttp).
+COMPARE_STAMP := $(VENV)/.compare-stamp
+$(COMPARE_STAMP): $(VENV_STAMP)
+	$(PY) -m pip install -q -e '.[compare]'
+	touch $@
+
+bench: $(VENV_STAMP) $(COMPARE_STAMP)
 	$(PY) bench/run.py $(BENCH_ARGS)
