@@ -26,7 +26,7 @@ from devserver_js import JsDevServer
 pytestmark = pytest.mark.integration
 
 # The fixture module; tests/conftest.py may list it too (a plugin registers once).
-pytest_plugins = ["tests.support.js_server"]
+
 
 GRAPH_IDS = {"agent", "parallel", "nested", "boom", "boom_custom", "slow"}
 
