@@ -39,6 +39,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from exporter.core.errors import ConfigError
 
 __all__ = [
+    "SECRET_HEADERS",
     "Config",
     "Expect",
     "ProxyAuth",
@@ -48,6 +49,8 @@ __all__ = [
     "Settings",
     "Target",
     "Timeouts",
+    "check_header_name",
+    "check_header_value",
     "load_config",
     "parse_duration",
 ]
