@@ -295,6 +295,8 @@ def classify_transport_error(exc: Exception, *, streaming: bool) -> ProbeFailure
     """
     chain = _chain(exc)
     detail = str(chain[-1]) or type(chain[-1]).__name__
+    if detail in str(exc) and str(exc) != detail:
+        detail = str(exc)  # the stamping transport's message adds where: "connect to proxy …"
     if streaming:
         return ProbeFailure(
             f"stream broke off: {detail}", kind=FailureKind.INCOMPLETE, phase="stream"

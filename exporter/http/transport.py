@@ -433,40 +433,25 @@ def _default_ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-class _TunnelProtocol(asyncio.Protocol):
-    """Reads the proxy's answer to CONNECT: just its head (status line and fields)."""
+class _TunnelHead:
+    """httptools callbacks for the proxy's answer to CONNECT: its status and reason only."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.head: asyncio.Future[tuple[int, str]] = loop.create_future()
-        self._parser = httptools.HttpResponseParser(self)
-        self._reason = b""
-
-    def data_received(self, data: bytes) -> None:
-        if self.head.done():
-            return
-        try:
-            self._parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            if not self.head.done():
-                self.head.set_exception(
-                    httpx.ProxyError(f"proxy answered CONNECT with invalid HTTP: {exc}")
-                )
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.reason = b""
+        self.status: int | None = None
 
     def on_status(self, reason: bytes) -> None:
-        self._reason += reason
+        self.reason += reason
 
     def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
-        if 100 <= status < 200:
-            return  # interim: wait for the final answer
-        if not self.head.done():
-            self.head.set_result((status, self._reason.decode("latin-1")))
+        status = self.parser.get_status_code()
+        if status >= 200:  # interim 1xx answers are skipped
+            self.status = status
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.head.done():
-            err = httpx.ProxyError(f"proxy closed the connection during CONNECT: {exc or 'EOF'}")
-            err.__cause__ = exc
-            self.head.set_exception(err)
+
+#: The proxy's answer head to CONNECT may not exceed this (its body is never read).
+_MAX_TUNNEL_HEAD_BYTES = 64 * 1024
 
 
 def _now_ns() -> int:
@@ -575,30 +560,32 @@ class StampingTransport(httpx.AsyncBaseTransport):
         host, port = (proxy.host, proxy.port) if proxy is not None else origin
         where = f"proxy {host}:{port}" if proxy is not None else f"{host}:{port}"
         transport: asyncio.Transport | None = None
+        sock: socket.socket | None = None  # ours to close until create_connection takes it
         try:
             async with asyncio.timeout(timeout_s):
                 sock = await _tcp_connect(loop, host, port, phases)
                 if proxy is not None and https:
-                    transport, tunnel = await loop.create_connection(
-                        lambda: _TunnelProtocol(loop), sock=sock
-                    )
-                    await self._open_tunnel(transport, tunnel, origin, phases)
-                else:
-                    transport, _ = await loop.create_connection(lambda: proto, sock=sock)
+                    await self._open_tunnel(loop, sock, origin, phases)
+                # NOTE: TLS is set up by create_connection on the already connected (and, via
+                # a proxy, tunnelled) socket: one path for direct and proxied https, and its
+                # return is the end of the handshake, so TCP and TLS get separate stamps.
+                ctx = (self._ssl_context or _default_ssl_context()) if https else None
                 if https:
-                    ctx = self._ssl_context or _default_ssl_context()
                     where = f"{origin[0]}:{origin[1]}" + (f" via {where}" if proxy else "")
-                    tls = await loop.start_tls(transport, proto, ctx, server_hostname=origin[0])
-                    if tls is None:  # pragma: no cover - only when the transport is closing
-                        raise ConnectionResetError("connection closed during the TLS handshake")
-                    transport = tls
+                owned, sock = sock, None
+                transport, _ = await loop.create_connection(
+                    lambda: proto,
+                    sock=owned,
+                    ssl=ctx,
+                    server_hostname=origin[0] if https else None,
+                )
+                if https:
                     phases.tls_done_ns = _now_ns()
-                    # NOTE: start_tls does not call connection_made: the protocol must read,
-                    # pause and close through the TLS transport, not the raw one under it.
-                    proto.transport = transport
         except BaseException as exc:
             if transport is not None:
                 transport.abort()
+            if sock is not None:
+                sock.close()
             err: httpx.TransportError
             if isinstance(exc, TimeoutError):
                 err = httpx.ConnectTimeout(f"connect to {where} timed out")
@@ -616,12 +603,16 @@ class StampingTransport(httpx.AsyncBaseTransport):
 
     async def _open_tunnel(
         self,
-        transport: asyncio.Transport,
-        tunnel: _TunnelProtocol,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
         origin: tuple[str, int],
         phases: ConnectionPhases,
     ) -> None:
-        """CONNECT host:port through the proxy; returns once a 2xx head arrived."""
+        """CONNECT host:port through the proxy on `sock`; returns once a 2xx head arrived.
+
+        Raises `httpx.ProxyError` for any other answer. Reads only up to the end of the head:
+        the origin's TLS bytes follow on the same socket and start only after our ClientHello.
+        """
         assert self._proxy is not None
         authority = (f"[{origin[0]}]" if ":" in origin[0] else origin[0]) + f":{origin[1]}"
         fields = [(b"Host", authority.encode())]
@@ -631,8 +622,23 @@ class StampingTransport(httpx.AsyncBaseTransport):
         for name, value in fields:
             _check_field(name, value)
             lines.append(name + b": " + value)
-        transport.write(b"\r\n".join(lines) + b"\r\n\r\n")
-        status, reason = await tunnel.head
+        await loop.sock_sendall(sock, b"\r\n".join(lines) + b"\r\n\r\n")
+        head = _TunnelHead()
+        seen = 0
+        while head.status is None:
+            data = await loop.sock_recv(sock, 4096)
+            if not data:
+                raise httpx.ProxyError(f"proxy closed the connection during CONNECT {authority}")
+            seen += len(data)
+            try:
+                head.parser.feed_data(data)
+            except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+                if head.status is None:
+                    msg = f"proxy answered CONNECT {authority} with invalid HTTP: {exc}"
+                    raise httpx.ProxyError(msg) from exc
+            if head.status is None and seen > _MAX_TUNNEL_HEAD_BYTES:
+                raise httpx.ProxyError(f"proxy answer to CONNECT {authority} too long")
         phases.proxy_connect_done_ns = _now_ns()
-        if not 200 <= status < 300:
-            raise httpx.ProxyError(f"proxy refused CONNECT {authority}: {status} {reason}".strip())
+        if not 200 <= head.status < 300:
+            reason = head.reason.decode("latin-1")
+            raise httpx.ProxyError(f"proxy refused CONNECT {authority}: {head.status} {reason}")
