@@ -268,9 +268,11 @@ def target(port: int, **fields: Any) -> Target:
     )  # fmt: skip
 
 
+@pytest.mark.usefixtures("reads_signalled")
 async def test_probe_after_early_hints_reads_the_stream(raw: RawServer) -> None:
-    """103 Early Hints (a CDN's) before the stream: the probe succeeds with every token."""
-    raw.pieces = [b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n",
+    """103 Early Hints (a CDN's) read on its own before the stream: the probe succeeds with
+    every token."""
+    raw.pieces = [b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n", NEXT_READ,
                   sse_head() + sse_run()]  # fmt: skip
     result = await probe(target(raw.port))
     assert result.failure is None, result.failure
