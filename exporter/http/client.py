@@ -5,7 +5,8 @@ default (exporter/http/transport.py): it stamps each read in the protocol's `dat
 the reading task even runs, and costs the least CPU per event. httpx's own HTTP/1.1 path
 (h11/httpcore) saturates a core at about 50 concurrent streams and stamps tokens hundreds of
 milliseconds late at 200; httpx-aiohttp is close but costs more CPU (docs/PERFORMANCE.md). Both
-stay selectable (`--transport`, `LGSE_TRANSPORT`) for comparison.
+stay selectable (`--transport`, `LGSE_TRANSPORT`) for comparison; the aiohttp one needs the
+optional `[compare]` extra.
 
 This module and `probe` are the only ones that know httpx's and aiohttp's exception types.
 """
@@ -133,6 +134,8 @@ def make_client(
     One probe is one attempt on a fresh connection (blackbox: "no retry"), so connect and TLS
     are really measured; retrying is the next scheduled probe's job. httpx never reads proxy
     variables itself (`trust_env=False`): the target's config decides (`Target.proxy()`).
+    Raises `RuntimeError` for the aiohttp transport when the optional `[compare]` extra is not
+    installed.
     """
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=0)
     # Read timeouts are ours (the idle deadline in probe.py), not the transport's.
@@ -153,8 +156,13 @@ def make_client(
             )
         base = StampingTransport(ssl_context=verify, proxy=stamping_proxy)
     elif transport == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport
-
+        try:
+            from httpx_aiohttp import AiohttpTransport
+        except ImportError as exc:  # an optional extra: the default install has no aiohttp
+            raise RuntimeError(
+                "transport 'aiohttp' needs the optional extra: "
+                "pip install 'langgraph-stream-exporter[compare]'"
+            ) from exc
         base = AiohttpTransport(
             verify=verify_ctx, trust_env=False, limits=limits, proxy=httpx_proxy
         )
