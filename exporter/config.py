@@ -62,7 +62,8 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 #: Labels the exporter sets itself; a static label may not shadow them.
 RESERVED_LABELS = frozenset({"target", "assistant", "node", "outcome", "reason", "sink", "le"})
-#: RFC 9110 §5.6.2 `token`: what a header name may be made of (no CR, LF, NUL, ':' or space).
+#: What an HTTP header name may be made of (the standard's `token` characters: no CR, LF,
+#: NUL, ':' or space).
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 #: A CR or LF in a value would end the header line and start another one (header injection).
 _FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
@@ -258,7 +259,7 @@ class ProxyChoice:
     password: str | None = None
 
     def authorization(self) -> str | None:
-        """The `Proxy-Authorization` value (Basic, RFC 7617), or None without credentials."""
+        """The `Proxy-Authorization` value (the Basic scheme), or None without credentials."""
         if self.username is None:
             return None
         token = f"{self.username}:{self.password or ''}".encode()

@@ -359,7 +359,7 @@ class ArrivalStream(httpx.AsyncByteStream):
                 transport.abort()
 
 
-#: RFC 9110 §5.6.2 `token`: what a field name may be made of.
+#: What an HTTP field name may be made of (the standard's `token` characters).
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 #: CR and LF end a field line (a value holding them injects headers); NUL is refused by servers.
 _FORBIDDEN_IN_VALUE = re.compile(rb"[\r\n\x00]")
@@ -389,7 +389,7 @@ def _request_head(
     extra: tuple[tuple[bytes, bytes], ...] = (),
 ) -> bytes:
     """The request line and headers. `absolute_form`: the target is the whole URL (a request
-    sent to a forward proxy, RFC 9112 §3.2.2). `extra`: (name, value) fields to add."""
+    sent to a forward proxy). `extra`: (name, value) fields to add."""
     url = request.url
     target = url.raw_path
     if absolute_form:
@@ -424,7 +424,7 @@ class HTTPProxy:
 
     @staticmethod
     def basic(username: str, password: str) -> bytes:
-        """The `Proxy-Authorization` value for Basic credentials (RFC 7617, UTF-8)."""
+        """The `Proxy-Authorization` value for Basic credentials (the Basic scheme, UTF-8)."""
         return b"Basic " + base64.b64encode(f"{username}:{password}".encode())
 
 
