@@ -33,6 +33,7 @@ from exporter.http.client import (
     classify_transport_error,
     client_for,
     consume_body,
+    content_encoding,
     headers_arrival_ns,
     response_excerpt,
     transport_errors,
@@ -75,7 +76,13 @@ async def probe(
     trace = trace or TraceParent.new()
     owns_client = client is None
     if client is None:
-        client = client_for(target, transport=transport)
+        try:
+            client = client_for(target, transport=transport)
+        except ProbeFailure as exc:  # e.g. the ca_file vanished since the config loaded
+            t0_ns, wall0_ns = time.monotonic_ns(), time.time_ns()
+            return failed_result(
+                target, trace, t0_ns, wall0_ns, exc.kind, exc.message, phase=exc.phase
+            )
     one = _Probe(target, trace, client, log)
     try:
         if target.mode == "thread":
@@ -111,6 +118,8 @@ def failed_result(
     wall0_ns: int,
     kind: FailureKind,
     message: str,
+    *,
+    phase: str | None = None,
 ) -> ProbeResult:
     """The result of a probe that never got to send its request (e.g. skipped or cancelled)."""
     return ProbeResult(
@@ -118,7 +127,7 @@ def failed_result(
         t_request_ns=t0_ns,
         wall_request_ns=wall0_ns,
         t_end_ns=time.monotonic_ns(),
-        failure=Failure(kind, message),
+        failure=Failure(kind, message, phase=phase),
     )
 
 
@@ -296,6 +305,18 @@ class _Probe:
                     detail = await response_excerpt(response)
                     raise ProbeFailure(
                         f"expected text/event-stream, got {ctype!r}: {detail}",
+                        kind=FailureKind.NOT_SSE,
+                        phase="headers",
+                    )
+                encoding = content_encoding(response)
+                if encoding is not None:
+                    # NOTE: we ask for identity; a compressed stream was compressed on the way,
+                    # and compressing buffers it, so its arrival times would not be the
+                    # server's (docs/RELIABILITY.md): refuse it rather than measure a buffer.
+                    raise ProbeFailure(
+                        f"the event stream arrived compressed (content-encoding {encoding!r})"
+                        " although the probe asked for identity: a proxy or gateway compresses"
+                        " and buffers it",
                         kind=FailureKind.NOT_SSE,
                         phase="headers",
                     )
