@@ -153,6 +153,7 @@ class _Probe:
         self.timeline = Timeline(self.t_start_ns)
         self.phases = _Phases()
         self.stream_mode = _stream_mode_for(target)
+        self.content_encoding: str | None = None
         self.failure: Failure | None = None
         self.thread_id: str | None = None
         self.location_run_id: str | None = None  # known from the headers, before `metadata`
@@ -241,6 +242,7 @@ class _Probe:
             stream_mode=self.stream_mode,
             stream_mode_fallback=self.stream_mode != STREAM_MODE,
             tokens_dropped=tl.tokens_dropped,
+            content_encoding=self.content_encoding,
         )
 
     async def create_thread(self) -> None:
@@ -310,6 +312,7 @@ class _Probe:
                     )
                 encoding = content_encoding(response)
                 if encoding is not None:
+                    self.content_encoding = encoding  # the result's buffered verdict says so
                     # NOTE: we ask for identity; a compressed stream was compressed on the way,
                     # and compressing buffers it, so its arrival times would not be the
                     # server's (docs/RELIABILITY.md): refuse it rather than measure a buffer.
@@ -326,6 +329,9 @@ class _Probe:
                 streaming = True
                 decoder = self.decoder
                 timer.reschedule(None)  # from here on the watchdog decides when it expires
+                # The stream's deadlines count from t_request, which the transport may have
+                # moved to the request write (after connect and TLS).
+                deadlines = Deadlines.start(target.timeout, tl.t_request_ns)
                 watchdog = _Watchdog(timer, deadlines, tl, tl.t_headers_ns or tl.t_request_ns)
                 watchdog.arm()
                 wd = watchdog
