@@ -362,6 +362,9 @@ class Daemon:
                 lifespan="off",
                 access_log=False,
                 log_level="warning",
+                # NOTE: no handlers of uvicorn's own on sys.stderr: its records go to the root
+                # logger, whose handler writes through SafeStderr like every other log line.
+                log_config=None,
                 server_header=False,
             )
         )
