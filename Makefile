@@ -8,7 +8,7 @@ DEMO_STAMP := demo/.venv/.stamp
 TOOLS_STAMP := .tools/.stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo test check lint typecheck contracts fmt pytest clean
+.PHONY: help venv demo test check lint typecheck contracts fmt pytest clean settings-doc
 .DEFAULT_GOAL := help
 
 help:
@@ -42,6 +42,9 @@ contracts: $(VENV_STAMP)
 fmt: $(VENV_STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+settings-doc: $(VENV_STAMP)  ## regenerate docs/SETTINGS.md from the Settings model
+	$(PY) scripts/settings_doc.py
 
 pytest: $(VENV_STAMP) $(DEMO_STAMP) $(TOOLS_STAMP) $(JS_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -74,6 +74,21 @@ async def probe(
     """Run one probe of `target` and return what it measured (never raises for the target's
     faults: they are the result's `failure`)."""
     trace = trace or TraceParent.new()
+    missing = target.missing_secrets()
+    if missing:
+        # NOTE: sending without the configured secret would earn an anonymous 401 at best and
+        # send the request where the config did not mean it to go unauthenticated.
+        result = failed_result(
+            target,
+            trace,
+            time.monotonic_ns(),
+            time.time_ns(),
+            FailureKind.CONFIG,
+            "not sent: " + "; ".join(missing),
+        )
+        if log is not None:
+            log(f"failed (config): {result.failure.message if result.failure else ''}")
+        return result
     owns_client = client is None
     if client is None:
         try:

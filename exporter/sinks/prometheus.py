@@ -142,6 +142,7 @@ class PrometheusSink:
         self._lock = threading.Lock()
         self._targets: dict[str, _TargetState] = {}
         self._sink_errors: dict[str, int] = {}
+        self._orphans_deleted = 0
         self.reload_ok = 1.0
         self.reload_ok_timestamp_s = time.time()
         self.in_flight: Callable[[], int] = lambda: 0
@@ -180,6 +181,11 @@ class PrometheusSink:
     def count_sink_error(self, sink: str) -> None:
         with self._lock:
             self._sink_errors[sink] = self._sink_errors.get(sink, 0) + 1
+
+    def count_orphans_deleted(self, count: int) -> None:
+        """Probe threads a dead exporter left on a server, deleted by the sweeper."""
+        with self._lock:
+            self._orphans_deleted += count
 
     def set_reload(self, ok: bool) -> None:
         self.reload_ok = 1.0 if ok else 0.0
@@ -263,7 +269,15 @@ class PrometheusSink:
         with self._lock:
             targets = {name: st.snapshot() for name, st in self._targets.items()}
             sink_error_counts = dict(self._sink_errors)
+            orphans = self._orphans_deleted
         yield from self._collect(targets, sink_error_counts)
+        swept = Metric(
+            NS + "orphaned_threads_deleted",
+            "Probe threads left behind by a stopped exporter, deleted by the sweeper.",
+            "counter",
+        )
+        swept.add_sample(NS + "orphaned_threads_deleted_total", {}, orphans)
+        yield swept
 
     def describe(self) -> Iterable[Metric]:
         return []

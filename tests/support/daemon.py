@@ -37,7 +37,14 @@ class DaemonProcess:
         self.write_config(config)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._env = {**os.environ, "LGSE_LOG_FORMAT": "json", **(env or {})}
+        # NOTE: the orphan sweep is off unless a test turns it on: it would send
+        # `POST /threads/search` to every scripted server, whose request counts tests check.
+        self._env = {
+            **os.environ,
+            "LGSE_LOG_FORMAT": "json",
+            "LGSE_ORPHAN_SWEEP": "false",
+            **(env or {}),
+        }
         self.proc: subprocess.Popen[bytes] | None = None
 
     def write_config(self, config: dict[str, Any] | str) -> None:
