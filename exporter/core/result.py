@@ -166,6 +166,7 @@ class ProbeResult:
     text: str = ""
     labels: tuple[tuple[str, str], ...] = ()
     log: tuple[str, ...] = ()
+    tls_cert_not_after_s: float | None = None  # Unix time the server's certificate expires
 
     @property
     def success(self) -> bool:
@@ -262,4 +263,5 @@ class ProbeResult:
                 for n in self.nodes
             ],
             "events": self.events.to_dict(),
+            "tls_cert_not_after_s": self.tls_cert_not_after_s,
         }

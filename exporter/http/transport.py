@@ -219,6 +219,7 @@ class ArrivalStream(httpx.AsyncByteStream):
         self._proto = proto
         self.stamp_ns = 0
         self.headers_ns = proto.headers_ns
+        self.peer_cert_not_after_s: float | None = None  # https only: see `_cert_not_after_s`
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while reads := await self.reads():
@@ -334,9 +335,23 @@ class StampingTransport(httpx.AsyncBaseTransport):
             transport.abort()
             raise
         stream = ArrivalStream(proto)
+        stream.peer_cert_not_after_s = _cert_not_after_s(transport)
         return httpx.Response(
             proto.status,
             headers=proto.headers,
             stream=stream,
             extensions={"http_version": b"HTTP/1.1", "arrival": stream},
         )
+
+
+def _cert_not_after_s(transport: asyncio.BaseTransport) -> float | None:
+    """Unix time the peer's (leaf) certificate expires; None over plain TCP.
+
+    Read once the handshake is done. `getpeercert()` has the fields only for a verified
+    certificate, so with `insecure_skip_verify` this is None too.
+    """
+    ssl_object = transport.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    not_after = (ssl_object.getpeercert() or {}).get("notAfter")
+    return float(ssl.cert_time_to_seconds(not_after)) if isinstance(not_after, str) else None

@@ -34,6 +34,7 @@ from exporter.http.client import (
     consume_body,
     headers_arrival_ns,
     response_excerpt,
+    tls_cert_not_after_s,
     transport_errors,
 )
 from exporter.probe import threads
@@ -142,6 +143,7 @@ class _Probe:
         self.thread_id: str | None = None
         self.location_run_id: str | None = None  # known from the headers, before `metadata`
         self.http_status: int | None = None
+        self.tls_cert_not_after_s: float | None = None
         self.decoder = SSEDecoder()
         self.clean_eof = False
         self.t_end_ns: int | None = None
@@ -200,6 +202,7 @@ class _Probe:
             max_tokens_per_read=tl.max_tokens_per_read,
             text=tl.text,
             log=tuple(self.log),
+            tls_cert_not_after_s=self.tls_cert_not_after_s,
         )
 
     async def create_thread(self) -> None:
@@ -235,6 +238,7 @@ class _Probe:
                 response = await client.send(request, stream=True)
                 tl.headers(headers_arrival_ns(response))
                 self.http_status = response.status_code
+                self.tls_cert_not_after_s = tls_cert_not_after_s(response)
                 self.say(
                     f"POST {path}: HTTP {response.status_code} after {_ms(tl.t_headers_ns, tl)}"
                 )
