@@ -3,5 +3,5 @@
 BENCH_ARGS ?=
 
 .PHONY: bench
-bench: $(VENV_STAMP)
+bench: $(VENV_STAMP) ## streaming-timing benchmark, writes docs/PERFORMANCE.md (BENCH_ARGS)
 	$(PY) bench/run.py $(BENCH_ARGS)
