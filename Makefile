@@ -18,7 +18,8 @@ help: ## list every target (generated from these `## ` comments, so it cannot dr
 $(VENV_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q -e '.[dev]'
+	# [compare] too: the fault tests run every transport, the aiohttp one included.
+	$(PY) -m pip install -q -e '.[dev,compare]'
 	touch $@
 
 venv: $(VENV_STAMP) ## create .venv with the exporter installed (editable) and its dev tools

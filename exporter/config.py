@@ -1,13 +1,14 @@
 """Process settings (environment, `LGSE_*`) and the targets file (YAML, strict).
 
 Settings never change on reload; the targets file is loaded again from scratch on every reload, and
-a file that does not validate never replaces a good one (DESIGN §4). Secrets are never in the YAML:
+a file that does not validate never replaces a good one. Secrets are never in the YAML:
 a target names the environment variable or file that holds its API key, and the key is read when a
 probe runs (so a rotated Secret is picked up without a reload).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -81,14 +82,14 @@ class Timeouts(_Strict):
     first_event: Duration = Field(30.0, description="the `metadata` event (run picked up)")
     first_token: Duration = Field(60.0, description="the first token of the run")
     idle: Duration = Field(
-        15.0, description="longest gap between two reads; keep above the 5 s heartbeat (wire §2)"
+        15.0, description="longest gap between two reads; keep above the 5 s heartbeat"
     )
     total: Duration = Field(120.0, description="the whole run, cleanup excluded")
 
     @model_validator(mode="after")
     def _idle_above_heartbeat(self) -> Timeouts:
         if self.idle <= 5.0 and self.total > 5.0:
-            # NOTE: the server sends a heartbeat every 5 s (wire §2); a shorter idle deadline
+            # NOTE: servers send a heartbeat every 5 s (docs/WIRE.md §2); a shorter idle deadline
             # stalls on every silent phase. Allowed only for runs that end within 5 s.
             raise ValueError("idle must exceed the 5 s heartbeat interval")
         return self
@@ -186,7 +187,7 @@ class Target(_Strict):
     secret_headers: dict[str, SecretSource] = Field(
         default_factory=dict, description="headers whose values come from env or a file"
     )
-    stream_subgraphs: bool = Field(True, description="stream tokens of subgraphs (wire §7)")
+    stream_subgraphs: bool = Field(True, description="stream tokens of subgraphs (docs/WIRE.md §7)")
     expect: Expect = Field(default_factory=Expect)
     ca_file: str | None = Field(None, description="CA bundle to trust for https")
     insecure_skip_verify: bool = Field(False, description="do not verify the TLS certificate")
@@ -374,3 +375,14 @@ class Settings(BaseSettings):
     otlp: Literal["auto", "on", "off"] = Field(
         "auto", description="auto: on when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set"
     )
+
+    @field_validator("transport")
+    @classmethod
+    def _transport_installed(cls, v: str) -> str:
+        # The aiohttp transport is an optional extra: say so at start, not at the first probe.
+        if v == "aiohttp" and importlib.util.find_spec("httpx_aiohttp") is None:
+            raise ValueError(
+                "LGSE_TRANSPORT=aiohttp needs the optional extra: "
+                "pip install 'langgraph-stream-exporter[compare]'"
+            )
+        return v

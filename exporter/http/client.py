@@ -1,11 +1,12 @@
 """The HTTP side of a probe: the httpx client, its transport, and what transport errors mean.
 
 httpx is the API the rest of the code uses. Underneath it is our own `StampingTransport` by
-default (exporter/transport.py): it stamps each read in the protocol's `data_received`, before
+default (exporter/http/transport.py): it stamps each read in the protocol's `data_received`, before
 the reading task even runs, and costs the least CPU per event. httpx's own HTTP/1.1 path
 (h11/httpcore) saturates a core at about 50 concurrent streams and stamps tokens hundreds of
 milliseconds late at 200; httpx-aiohttp is close but costs more CPU (docs/PERFORMANCE.md). Both
-stay selectable (`--transport`, `LGSE_TRANSPORT`) for comparison.
+stay selectable (`--transport`, `LGSE_TRANSPORT`) for comparison; the aiohttp one needs the
+optional `[compare]` extra.
 
 This module and `probe` are the only ones that know httpx's and aiohttp's exception types.
 """
@@ -111,7 +112,8 @@ def make_client(
     """A client for probing. No retries, no redirects, no proxy from the environment.
 
     One probe is one attempt on a fresh connection (blackbox: "no retry"), so connect and TLS
-    are really measured; retrying is the next scheduled probe's job.
+    are really measured; retrying is the next scheduled probe's job. Raises `RuntimeError` for
+    the aiohttp transport when the optional `[compare]` extra is not installed.
     """
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=0)
     # Read timeouts are ours (the idle deadline in probe.py), not the transport's.
@@ -121,8 +123,13 @@ def make_client(
     if transport == "stamping":
         base = StampingTransport(ssl_context=verify)
     elif transport == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport
-
+        try:
+            from httpx_aiohttp import AiohttpTransport
+        except ImportError as exc:  # an optional extra: the default install has no aiohttp
+            raise RuntimeError(
+                "transport 'aiohttp' needs the optional extra: "
+                "pip install 'langgraph-stream-exporter[compare]'"
+            ) from exc
         base = AiohttpTransport(verify=verify_ctx, trust_env=False, limits=limits)
     else:
         base = httpx.AsyncHTTPTransport(verify=verify_ctx, trust_env=False, limits=limits)

@@ -4,8 +4,9 @@ httpx stays the API the rest of the code uses (requests, responses, exceptions).
 transport speaks HTTP/1.1 on an asyncio protocol: `data_received` takes `time.monotonic_ns()`
 first, then feeds the bytes to httptools' C parser (chunked decoding included). Body bytes reach
 the reader together with that stamp, so a token's time is when its bytes left the kernel, not
-when a busy event loop got round to the reading task (DEVELOPERS rule 4; docs/PERFORMANCE.md
-has the measurements that chose it over httpx's default path and over httpx-aiohttp).
+when a busy event loop got round to the reading task (docs/adr/0003-stamp-at-data-received.md;
+docs/PERFORMANCE.md has the measurements that chose it over httpx's default path and over
+httpx-aiohttp).
 
 Deliberately small: one request per connection (`Connection: close`), no pooling, no retries,
 no redirects, no proxies, HTTP/1.1 only. That is what a probe wants: every probe measures a
@@ -143,7 +144,7 @@ class _Protocol(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         # Several HTTP chunks in one read stay one piece: one read, one stamp (the burst size
-        # of a read is the buffering indicator, DESIGN §2).
+        # of a read is the buffering indicator, docs/WIRE.md §17).
         if self.chunks and self.chunks[-1][0] == self._stamp_ns:
             _, head = self.chunks.pop()
             body = head + body

@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import httpx
 import orjson
@@ -39,6 +40,8 @@ from exporter.http.client import (
 )
 from exporter.probe import threads
 from exporter.probe.request import (
+    STREAM_MODE,
+    STREAM_MODE_FALLBACK,
     TraceParent,
     request_body,
     request_headers,
@@ -137,8 +140,11 @@ class _Probe:
         self.headers = request_headers(target, trace)
         self._secrets = sent_secrets(target, self.headers)
         self._log = log
-        self.timeline = Timeline(time.monotonic_ns())
-        self.wall_request_ns = time.time_ns()
+        self.t_start_ns = time.monotonic_ns()
+        self.wall_start_ns = time.time_ns()
+        self.timeline = Timeline(self.t_start_ns)
+        self.phases = _Phases()
+        self.stream_mode = _stream_mode_for(target)
         self.failure: Failure | None = None
         self.thread_id: str | None = None
         self.location_run_id: str | None = None  # known from the headers, before `metadata`
@@ -161,9 +167,25 @@ class _Probe:
         return self._secrets.text(text)
 
     def restart_clock(self) -> None:
-        """t_request is taken just before the run request, after any thread creation."""
-        self.timeline = Timeline(time.monotonic_ns())
-        self.wall_request_ns = time.time_ns()
+        """The run request's clock starts after any thread creation (and again on a retry)."""
+        self.t_start_ns = time.monotonic_ns()
+        self.wall_start_ns = time.time_ns()
+        self.timeline = Timeline(self.t_start_ns)
+        self.decoder = SSEDecoder()
+        self.phases = _Phases()
+
+    def connection_phases(self, response: httpx.Response) -> None:
+        """Take the transport's connection stamps; t_request becomes the moment the request
+        was written to the open connection (README "How it measures")."""
+        arrival = response.extensions.get("arrival")
+        ph = self.phases
+        ph.dns = getattr(arrival, "dns_done_ns", None)
+        ph.connect = getattr(arrival, "connect_done_ns", None)
+        ph.proxy = getattr(arrival, "proxy_connect_done_ns", None)
+        ph.tls = getattr(arrival, "tls_done_ns", None)
+        written = getattr(arrival, "request_written_ns", None)
+        if isinstance(written, int) and written >= self.t_start_ns:
+            self.timeline.request_written(written)
 
     def fail(self, exc: ProbeFailure) -> None:
         if self.failure is None:
@@ -183,10 +205,11 @@ class _Probe:
             failure = tl.verdict(_expectations(self.target))
             if failure is not None:  # e.g. an `event: error` message quoting the request
                 failure = dataclasses.replace(failure, message=self.mask(failure.message))
+        ph = self.phases
         return ProbeResult(
             **_identity(self.target, self.trace),  # type: ignore[arg-type]
             t_request_ns=tl.t_request_ns,
-            wall_request_ns=self.wall_request_ns,
+            wall_request_ns=self.wall_start_ns + (tl.t_request_ns - self.t_start_ns),
             t_end_ns=end,
             failure=failure,
             run_id=tl.run_id or self.location_run_id,
@@ -202,6 +225,15 @@ class _Probe:
             max_tokens_per_read=tl.max_tokens_per_read,
             text=tl.text,
             log=tuple(self.log),
+            t_start_ns=self.t_start_ns,
+            t_dns_ns=ph.dns,
+            t_connect_ns=ph.connect,
+            t_proxy_ns=ph.proxy,
+            t_tls_ns=ph.tls,
+            t_first_answer_ns=tl.t_first_answer_ns,
+            stream_mode=self.stream_mode,
+            stream_mode_fallback=self.stream_mode != STREAM_MODE,
+            tokens_dropped=tl.tokens_dropped,
             tls_cert_not_after_s=self.tls_cert_not_after_s,
         )
 
@@ -216,7 +248,20 @@ class _Probe:
         self.say(f"created thread {self.thread_id}")
 
     async def run(self) -> None:
-        """The run request and its stream; every outcome is recorded, nothing raised."""
+        """The run request and its stream; every outcome is recorded, nothing raised.
+
+        A server that rejects `tasks` in `stream_mode` (older langgraph-api: 422; docs/WIRE.md
+        §12) is asked once more with `messages-tuple` alone, and remembered for this target.
+        """
+        try:
+            await self._attempt()
+        except _StreamModeRejected as rejected:
+            _NO_TASKS.add(_server_key(self.target))
+            self.stream_mode = STREAM_MODE_FALLBACK
+            self.say(f"server rejected stream_mode {list(STREAM_MODE)}: {rejected}; retrying")
+            await self._attempt()
+
+    async def _attempt(self) -> None:
         target, client, headers = self.target, self.client, self.headers
         path = (
             "/runs/stream" if self.thread_id is None else f"/threads/{self.thread_id}/runs/stream"
@@ -224,7 +269,7 @@ class _Probe:
         request = client.build_request(
             "POST",
             target.url + path,
-            content=orjson.dumps(request_body(target)),
+            content=orjson.dumps(request_body(target, self.stream_mode)),
             headers=headers,
         )
         self.restart_clock()
@@ -236,6 +281,7 @@ class _Probe:
         try:
             async with asyncio.timeout(deadlines.headers_s) as timer:
                 response = await client.send(request, stream=True)
+                self.connection_phases(response)
                 tl.headers(headers_arrival_ns(response))
                 self.http_status = response.status_code
                 self.tls_cert_not_after_s = tls_cert_not_after_s(response)
@@ -244,6 +290,8 @@ class _Probe:
                 )
                 if response.status_code >= 300:
                     detail = await response_excerpt(response)
+                    if _rejects_tasks(response.status_code, detail, self.stream_mode):
+                        raise _StreamModeRejected(f"HTTP {response.status_code}: {detail}")
                     raise HTTPStatusFailure(
                         response.status_code, f"HTTP {response.status_code}: {detail}", detail
                     )
@@ -305,6 +353,8 @@ class _Probe:
         except transport_errors() as exc:
             self.t_end_ns = time.monotonic_ns()
             self.fail(classify_transport_error(exc, streaming=streaming))
+        except _StreamModeRejected:
+            raise
         except (
             Exception
         ) as exc:  # a bug of ours: reported as `internal`, never raised to the caller
@@ -325,18 +375,54 @@ class _Probe:
             self.say(f"failed ({self.failure.kind.value}): {self.failure.message}")
 
     async def clean_up(self) -> None:
-        """Stop the run if it may still be running; in thread mode, delete the thread."""
+        """Stop the run if it may still be running; in thread mode, delete the thread.
+
+        A stateless run is cancelled through its temporary thread (its id is in the tokens'
+        metadata) when the probe gave up early: the JS server ignores `on_disconnect` for
+        stateless runs (docs/WIRE.md §8).
+        """
         finished = self.clean_eof and self.timeline.unfinished() is None
         await threads.clean_up(
             self.client,
             self.target,
             self.headers,
-            thread_id=self.thread_id,
+            thread_id=self.thread_id or self.timeline.server_thread_id,
             run_id=self.timeline.run_id or self.location_run_id,
             run_finished=finished,
             delete=self.target.mode == "thread",
             say=self.say,
         )
+
+
+class _StreamModeRejected(Exception):
+    """The server refused `tasks` in `stream_mode`; the probe asks again without it."""
+
+
+#: Servers (by base URL) known to reject `tasks`: asked with `messages-tuple` alone from then on.
+_NO_TASKS: set[str] = set()
+
+
+def _server_key(target: Target) -> str:
+    return target.url
+
+
+def _stream_mode_for(target: Target) -> tuple[str, ...]:
+    return STREAM_MODE_FALLBACK if _server_key(target) in _NO_TASKS else STREAM_MODE
+
+
+def _rejects_tasks(status: int, detail: str, stream_mode: tuple[str, ...]) -> bool:
+    """A 400/422 whose message is about `stream_mode`, while we asked for `tasks`."""
+    return status in (400, 422) and "tasks" in stream_mode and "stream_mode" in detail
+
+
+@dataclass(slots=True)
+class _Phases:
+    """Connection stamps from the transport (monotonic ns), when it measured them."""
+
+    dns: int | None = None
+    connect: int | None = None
+    proxy: int | None = None
+    tls: int | None = None
 
 
 def _expectations(target: Target) -> Expectations:
