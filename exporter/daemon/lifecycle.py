@@ -57,7 +57,7 @@ from exporter.probe.threads import sweep_orphaned_threads
 from exporter.runtime import freeze_startup_objects, run_async, share_gil_finely
 from exporter.sinks import Sink, SinkSet
 from exporter.sinks.log import History, LogSink, summary
-from exporter.sinks.prometheus import PrometheusSink
+from exporter.sinks.prometheus import PrometheusSink, probe_exposition
 
 __all__ = ["Daemon", "Masker", "SafeStderr", "serve"]
 
@@ -161,9 +161,7 @@ def configure_logging(settings: Settings, masker: Masker, stream: SafeStderr) ->
     # NOTE: a stdlib handler that fails would print "--- Logging error ---" to stderr: the same
     # closed pipe. SafeStderr never raises; this covers any other handler.
     logging.raiseExceptions = False
-    logging.basicConfig(
-        level=logging.WARNING, stream=stream, format="%(name)s: %(message)s", force=True
-    )
+    route_stdlib_logging(renderer, masker, stream)
 
 
 def warn_on_missing_secrets(targets: Iterable[Target]) -> None:
@@ -171,6 +169,34 @@ def warn_on_missing_secrets(targets: Iterable[Target]) -> None:
     for target in targets:
         for problem in target.missing_secrets():
             log.warning("secret_missing", target=target.name, problem=problem)
+
+
+class _StdlibHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler `route_stdlib_logging` installed, so a second call replaces it."""
+
+
+def route_stdlib_logging(renderer: Any, masker: Masker, stream: Any = None) -> None:
+    """Libraries' stdlib `logging` lines (the OTel SDK's export errors, uvicorn) at warning and
+    above, rendered by the same structlog renderer as our events: with `LGSE_LOG_FORMAT=json`
+    every line on stderr is one JSON object (`logger` names the library)."""
+    handler = _StdlibHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
+                masker.processor,
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StdlibHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
 
 
 def warn_on_open_secret_files(targets: Iterable[Target]) -> None:
@@ -223,9 +249,13 @@ class Daemon:
         if settings.otlp == "on" or (settings.otlp == "auto" and otlp_configured()):
             from exporter.sinks.otlp import OTLPSink
 
-            self.otlp = OTLPSink()
+            self.otlp = OTLPSink(on_export_failure=lambda: self.prometheus.count_sink_error("otlp"))
             sinks.append(self.otlp)
         self.sinks = SinkSet(sinks, on_error=self._sink_error)
+        # Blackbox-style `/probe?format=prometheus`: every sink but the SLO series.
+        self.sinks_but_metrics = SinkSet(
+            [s for s in sinks if s is not self.prometheus], on_error=self._sink_error
+        )
         self.scheduler: Scheduler | None = None
         self._ready = False
         self._reload_lock = asyncio.Lock()
@@ -276,6 +306,19 @@ class Daemon:
             out["log"] = lines
             out["target_config"] = target.model_dump(mode="json")
         return out
+
+    async def _run_probe_metrics(self, name: str) -> bytes | None:
+        assert self.scheduler is not None
+        if self.config.target(name) is None:
+            return None
+        result = await self.scheduler.run_now(name, sinks=self.sinks_but_metrics)
+        return None if result is None else probe_exposition(result)
+
+    def _probe_detail(self, probe_id: str) -> dict[str, Any] | None:
+        result = self.history.find(probe_id)
+        if result is None:
+            return None
+        return {**result.to_dict(), "log": list(result.log)}
 
     def _probes(self) -> dict[str, Any]:
         assert self.scheduler is not None
@@ -355,6 +398,8 @@ class Daemon:
             probes=self._probes,
             target_names=lambda: [t.name for t in self.config.targets],
             mask=self.masker.bytes,
+            run_probe_metrics=self._run_probe_metrics,
+            probe_detail=self._probe_detail,
         )
         server = _Server(
             uvicorn.Config(

@@ -36,6 +36,7 @@ from exporter.http.client import (
     content_encoding,
     headers_arrival_ns,
     response_excerpt,
+    tls_cert_not_after_s,
     transport_errors,
 )
 from exporter.probe import threads
@@ -173,6 +174,7 @@ class _Probe:
         self.thread_id: str | None = None
         self.location_run_id: str | None = None  # known from the headers, before `metadata`
         self.http_status: int | None = None
+        self.tls_cert_not_after_s: float | None = None
         self.decoder = SSEDecoder()
         self.clean_eof = False
         self.t_end_ns: int | None = None
@@ -258,6 +260,7 @@ class _Probe:
             stream_mode_fallback=self.stream_mode != STREAM_MODE,
             tokens_dropped=tl.tokens_dropped,
             content_encoding=self.content_encoding,
+            tls_cert_not_after_s=self.tls_cert_not_after_s,
         )
 
     async def create_thread(self) -> None:
@@ -307,6 +310,7 @@ class _Probe:
                 self.connection_phases(response)
                 tl.headers(headers_arrival_ns(response))
                 self.http_status = response.status_code
+                self.tls_cert_not_after_s = tls_cert_not_after_s(response)
                 self.say(
                     f"POST {path}: HTTP {response.status_code} after {_ms(tl.t_headers_ns, tl)}"
                 )

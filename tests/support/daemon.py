@@ -107,7 +107,14 @@ class DaemonProcess:
 class Prometheus:
     """The real `prometheus` binary (installed by scripts/install-tools.sh) on loopback."""
 
-    def __init__(self, scrape_url: str, workdir: Path, *, scrape_interval: str = "1s") -> None:
+    def __init__(
+        self,
+        scrape_url: str,
+        workdir: Path,
+        *,
+        scrape_interval: str = "1s",
+        extra_scrape_configs: list[dict[str, Any]] | None = None,
+    ) -> None:
         root = Path(__file__).resolve().parents[2]
         self.binary = root / ".tools" / "bin" / "prometheus"
         if not self.binary.exists():
@@ -127,6 +134,7 @@ class Prometheus:
                             "job_name": "langgraph-stream-exporter",
                             "static_configs": [{"targets": [target]}],
                         },
+                        *(extra_scrape_configs or []),
                     ],
                 }
             )
