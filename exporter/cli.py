@@ -70,6 +70,12 @@ def _add_target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-config", type=_json_object, help="run `config` as JSON")
     p.add_argument("--timeout-total", type=float, default=120.0, metavar="S")
     p.add_argument("--expect-regex", help="the streamed text must match this regex")
+    p.add_argument(
+        "--protocol",
+        choices=("legacy", "v2", "auto"),
+        default="auto",
+        help="legacy POST /runs/stream, v2 event streaming, or auto: v2 where offered",
+    )
 
 
 def _target_from_args(args: argparse.Namespace, name: str = "cli") -> Target:
@@ -105,6 +111,7 @@ def _target_from_args(args: argparse.Namespace, name: str = "cli") -> Target:
                 "stream_subgraphs": not args.no_subgraphs,
                 "timeout": timeout,
                 "expect": {"content_regex": args.expect_regex},
+                "protocol": args.protocol,
             }
         )
     except ValidationError as exc:
