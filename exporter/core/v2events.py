@@ -27,6 +27,7 @@ __all__ = [
     "V2Other",
     "V2Values",
     "decode_v2_event",
+    "derived",
     "namespace_node",
 ]
 
@@ -36,7 +37,7 @@ class V2Lifecycle(NamedTuple):
 
     namespace: tuple[str, ...]
     ts_ms: float | None
-    source_id: str | None  # `event_id` without its `.n` suffix
+    source_id: str | None  # `event_id`; a `.n` suffix marks a second envelope of one source
     event: str
     error: str | None  # `failed` only: the exception's message (its type is not sent)
 
@@ -77,6 +78,13 @@ class V2Other(NamedTuple):
 
 
 V2Event = V2Lifecycle | V2MessageEvent | V2Values | V2Other
+
+
+def derived(source_id: str | None) -> bool:
+    """Whether an envelope is a second or later one made from the same source event as the
+    envelope before it (`1795985071013-0.1`, docs/V2.md §2). Only the suffix says so: the
+    in-memory server gives different source events of one millisecond the same id."""
+    return source_id is not None and "." in source_id.rpartition("-")[2]
 
 
 def namespace_node(namespace: tuple[str, ...]) -> tuple[str, str | None]:
@@ -171,7 +179,7 @@ def decode_v2_event(name: str, data: bytes) -> V2Event:
     raw_ts = params.get("timestamp")
     ts = float(raw_ts) if isinstance(raw_ts, int | float) and not isinstance(raw_ts, bool) else None
     raw_id = env.get("event_id")
-    sid = raw_id.partition(".")[0] if isinstance(raw_id, str) else None
+    sid = raw_id if isinstance(raw_id, str) else None
     d = params.get("data")
     if method == "messages":
         result: V2Event = _message(name, ns, ts, sid, d)

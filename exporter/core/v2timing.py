@@ -19,6 +19,7 @@ What v2 allows (docs/V2.md §3):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from exporter.core.errors import FailureKind
@@ -35,6 +36,7 @@ from exporter.core.v2events import (
     V2MessageEvent,
     V2Other,
     V2Values,
+    derived,
     namespace_node,
 )
 
@@ -106,9 +108,9 @@ class _Space:
     boundary_ms: float | None = None
     open_calls: list[_Call] = field(default_factory=list)
     group: _Call | None = None  # the pseudo-call of interleaved tokens, while calls overlap
-    #: the call whose `message-start` came last, until its first token: (call, source id,
-    #: arrival, server time). That token is the call's own even while calls overlap.
-    start: tuple[_Call, str | None, int, float | None] | None = None
+    #: the call whose `message-start` came last, until its first token: (call, arrival,
+    #: server time of the `message-start`).
+    start: tuple[_Call, int, float | None] | None = None
 
 
 class V2Timeline:
@@ -130,7 +132,6 @@ class V2Timeline:
         self._execs: dict[str, _Exec] = {}
         self._spaces: dict[tuple[str, ...], _Space] = {}
         self._root_steps = 0
-        self._src: str | None = None
         self._src_ns = 0
         self._src_ts: float | None = None
         self._src_tokened = False
@@ -168,8 +169,8 @@ class V2Timeline:
             self._ev_dropped += 1
         if self.t_first_event_ns is None:
             self.t_first_event_ns = recv_ns
-        if ev.source_id is None or ev.source_id != self._src:
-            self._src, self._src_ns, self._src_ts = ev.source_id, recv_ns, ev.ts_ms
+        if not derived(ev.source_id):  # a new source event (one chunk of a model)
+            self._src_ns, self._src_ts = recv_ns, ev.ts_ms
             self._src_tokened = False
         space = self._spaces.get(ns)
         if space is None:
@@ -254,7 +255,7 @@ class V2Timeline:
                 )
             elif space.group is not None:
                 space.group.msg_id += "+" + call.msg_id
-            space.start = (call, ev.source_id, recv_ns, ev.ts_ms)
+            space.start = (call, recv_ns, ev.ts_ms)
             return
         if ev.is_token:
             self._token(space, ns, ev, recv_ns, chunk_seq)
@@ -279,20 +280,17 @@ class V2Timeline:
     def _token(
         self, space: _Space, ns: tuple[str, ...], ev: V2MessageEvent, recv_ns: int, seq: int
     ) -> None:
-        if ev.source_id is not None:
-            if self._src_tokened:
-                return  # a second envelope of a chunk already counted (docs/V2.md §3)
-            self._src_tokened = True
-        start, space.start = space.start, None
-        if start is not None and (ev.source_id is None or ev.source_id == start[1]):
-            # The call's first token: the server sends `message-start` with the first chunk,
-            # so the token is stamped at it, and it is that call's even while calls overlap.
-            call, _, stamp_ns, stamp_ts = start
+        if self._src_tokened:
+            return  # a second envelope of a chunk already counted (docs/V2.md §3)
+        self._src_tokened = True
+        if space.start is not None:
+            # The started call's first token: `message-start` is sent lazily, just before the
+            # call's first chunk (docs/V2.md §3), so the next token of the namespace is that
+            # call's, even while calls overlap. TTFT is taken at the `message-start`.
+            call, stamp_ns, stamp_ts = space.start
+            space.start = None
         else:
-            if ev.source_id is not None:
-                stamp_ns, stamp_ts = self._src_ns, self._src_ts
-            else:
-                stamp_ns, stamp_ts = recv_ns, ev.ts_ms
+            stamp_ns, stamp_ts = self._src_ns, self._src_ts
             if space.group is not None:
                 call = space.group
             elif space.open_calls:
@@ -349,6 +347,7 @@ class V2Timeline:
         """Node executions in the order they began; root supersteps without calls are left out
         (nothing names them, docs/V2.md §3)."""
         out = []
+        on_our_clock = self._server_to_monotonic()
         for ex in self._execs.values():
             if ex.node == ROOT_NODE and not ex.calls:
                 continue
@@ -358,7 +357,7 @@ class V2Timeline:
                     c.model,
                     c.provider,
                     tuple(c.token_ns),
-                    c.basis_ns,
+                    on_our_clock(c.server_basis_ms, c.basis_ns),
                     c.output_tokens,
                     c.completed,
                     server_ts_ms=tuple(c.token_ts),
@@ -376,11 +375,30 @@ class V2Timeline:
                     error_type=ex.error_type,
                     calls=calls,
                     basis=ex.basis,
-                    basis_ns=ex.basis_ns,
+                    basis_ns=on_our_clock(ex.server_basis_ms, ex.basis_ns),
                     server_basis_ms=ex.server_basis_ms,
                 )
             )
         return tuple(out)
+
+    def _server_to_monotonic(self) -> Callable[[float | None, int | None], int | None]:
+        """Server time -> our monotonic clock, at the run's smallest delivery lag.
+
+        NOTE: a TTFT basis (a superstep's `values`, a subgraph's start) reaches us through the
+        same batched delivery as the tokens (docs/V2.md §4), so its arrival can be up to a
+        poll period late, and a TTFT counted from it up to that much short. Counted from when
+        the basis would have arrived with no delay, TTFT keeps the token's own delivery delay
+        (which the user feels) and loses the basis's. The clocks' offset cancels out.
+        """
+        lags = self._ev_lag_ms
+        if not lags:
+            return lambda ms, fallback: fallback
+        low = min(lags)
+
+        def convert(ms: float | None, fallback: int | None) -> int | None:
+            return fallback if ms is None else round((ms + low) * 1e6)
+
+        return convert
 
     def event_log(self) -> EventLog:
         return EventLog(
