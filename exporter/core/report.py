@@ -55,10 +55,10 @@ def render_report(result: ProbeResult) -> Group:
         for i, call in enumerate(calls):
             gaps = list(call.itl_s)
             ttft = node.ttft_s if i == 0 else call.ttft_s
-            extra: list[str] = []
+            v2_cells: list[str] = []
             if v2:
                 jitter = [abs(j) for j in call.jitter_s]
-                extra = [
+                v2_cells = [
                     ms(node.server_ttft_s if i == 0 else call.server_ttft_s),
                     ms(quantile(list(call.server_itl_s), 0.5)),
                     ms(max(jitter) if jitter else None),
@@ -73,7 +73,7 @@ def render_report(result: ProbeResult) -> Group:
                 str(call.tokens) + ("?" if call.ambiguous else ""),
                 ms(call.tpot_s),
                 ms(node.duration_s) if i == 0 else "",
-                *extra,
+                *v2_cells,
             )
     parts: list[Text | Table] = [head, phases, Text(""), table]
     if v2:
