@@ -49,7 +49,9 @@ V2_RUN_MARKER = "__event_streaming_v2"
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 #: Labels the exporter sets itself; a static label may not shadow them.
-RESERVED_LABELS = frozenset({"target", "assistant", "node", "outcome", "reason", "sink", "le"})
+RESERVED_LABELS = frozenset(
+    {"target", "assistant", "node", "outcome", "reason", "sink", "le", "protocol"}
+)
 
 
 def parse_duration(value: Any) -> float:
