@@ -42,6 +42,13 @@ def run(t: Target, protocol: str | None = None) -> ProbeResult:
 
 
 @pytest.fixture(scope="module")
+def py_server(langgraph_dev: Any) -> str:
+    """The Python `langgraph dev` (langgraph-api 0.16.7): the server whose v2 docs/V2.md
+    describes. The LangGraph.js server is not covered here."""
+    return str(langgraph_dev.url)
+
+
+@pytest.fixture(scope="module")
 def legacy_only_server() -> Iterator[str]:
     """A second `langgraph dev` with v2 switched off and a short job timeout."""
     from devserver import DevServer
@@ -52,10 +59,10 @@ def legacy_only_server() -> Iterator[str]:
 
 
 @pytest.mark.timing
-def test_first_call_ttft_matches_the_legacy_node_ttft(langgraph_server: str) -> None:
+def test_first_call_ttft_matches_the_legacy_node_ttft(py_server: str) -> None:
     """Server-side TTFT of v2's first call within 5 ms of legacy's node TTFT (medians of 3);
     v2's client-side TTFT adds at most one 20 ms delivery poll (and some slack) to it."""
-    t = target(langgraph_server, "agent")
+    t = target(py_server, "agent")
     legacy = [run(t, "legacy").nodes[0].ttft_s for _ in range(3)]
     v2_results = [run(t, "v2") for _ in range(3)]
     server = [r.nodes[0].server_ttft_s for r in v2_results]
@@ -68,14 +75,14 @@ def test_first_call_ttft_matches_the_legacy_node_ttft(langgraph_server: str) -> 
 
 
 @pytest.mark.timing
-def test_itl_means_and_server_gaps_match_the_configured_model(langgraph_server: str) -> None:
+def test_itl_means_and_server_gaps_match_the_configured_model(py_server: str) -> None:
     """agent 30 ms, nested inner 20 ms and answer 30 ms: received ITL means within ±3 ms for
     calls of 8+ tokens (a mean over n-1 gaps carries up to 2 polls / (n-1) of quantisation),
     server-side gap means within ±2 ms for every call."""
     configured = {("agent", 0): 0.030, ("agent", 1): 0.030, ("nested", "research"): 0.020,
                   ("nested", "__root__"): 0.030}  # fmt: skip
     for graph in ("agent", "nested"):
-        r = run(target(langgraph_server, graph), "v2")
+        r = run(target(py_server, graph), "v2")
         assert r.success, r.failure
         for i, node in enumerate(r.nodes):
             gap = configured[(graph, i if graph == "agent" else node.node)]
@@ -87,49 +94,49 @@ def test_itl_means_and_server_gaps_match_the_configured_model(langgraph_server: 
                     assert abs(got - gap) <= 0.003, f"{graph}/{node.node}: ITL mean {got}"
 
 
-def test_the_20ms_delivery_poll_shows_as_jitter(langgraph_server: str) -> None:
-    r = run(target(langgraph_server, "agent"), "v2")
+def test_the_20ms_delivery_poll_shows_as_jitter(py_server: str) -> None:
+    r = run(target(py_server, "agent"), "v2")
     assert r.delivery is not None and r.delivery.verdict == "buffered"
     jitter = [abs(j) for j in r.delivery.jitter_s]
     assert max(jitter) >= 0.005, f"|jitter| {jitter}"
 
 
-def test_boom_is_a_run_error_with_the_servers_message(langgraph_server: str) -> None:
-    r = run(target(langgraph_server, "boom"), "v2")
+def test_boom_is_a_run_error_with_the_servers_message(py_server: str) -> None:
+    r = run(target(py_server, "boom"), "v2")
     assert r.failure is not None and r.failure.kind.value == "run_error"
     assert "simulated provider failure" in r.failure.message and r.run_status == "error"
 
 
-def test_subgraph_calls_are_under_their_parent_node(langgraph_server: str) -> None:
-    r = run(target(langgraph_server, "nested"), "v2")
+def test_subgraph_calls_are_under_their_parent_node(py_server: str) -> None:
+    r = run(target(py_server, "nested"), "v2")
     research = [n for n in r.nodes if n.node == "research"]
     assert len(research) == 1 and research[0].task_id and research[0].tokens > 0
 
 
-def test_parallel_calls_are_reported_as_indistinguishable(langgraph_server: str) -> None:
-    r = run(target(langgraph_server, "parallel"), "v2")
+def test_parallel_calls_are_reported_as_indistinguishable(py_server: str) -> None:
+    r = run(target(py_server, "parallel"), "v2")
     assert r.success, r.failure
     assert any(c.ambiguous for n in r.nodes for c in n.calls)
     assert any("cannot tell their tokens apart" in note for note in r.notes)
 
 
-def test_the_v2_probe_deletes_its_thread(langgraph_server: str) -> None:
-    r = run(target(langgraph_server, "agent"), "v2")
+def test_the_v2_probe_deletes_its_thread(py_server: str) -> None:
+    r = run(target(py_server, "agent"), "v2")
     assert r.thread_id is not None
-    assert httpx.get(f"{langgraph_server}/threads/{r.thread_id}").status_code == 404
+    assert httpx.get(f"{py_server}/threads/{r.thread_id}").status_code == 404
 
 
 def test_auto_picks_v2_here_and_legacy_where_v2_is_off(
-    langgraph_server: str, legacy_only_server: str
+    py_server: str, legacy_only_server: str
 ) -> None:
     forget_protocols()
-    assert run(target(langgraph_server, "agent")).protocol == "v2"
+    assert run(target(py_server, "agent")).protocol == "v2"
     off = run(target(legacy_only_server, "agent"))
     assert off.protocol == "legacy" and off.success, off.failure
 
 
-def test_json_report_and_cli_carry_the_protocol(langgraph_server: str) -> None:
-    base = [sys.executable, "-m", "exporter", "probe", "--url", langgraph_server]
+def test_json_report_and_cli_carry_the_protocol(py_server: str) -> None:
+    base = [sys.executable, "-m", "exporter", "probe", "--url", py_server]
     proc = subprocess.run([*base, "--assistant", "agent", "--protocol", "v2", "--json"],
                           capture_output=True, timeout=60)  # fmt: skip
     out = orjson.loads(proc.stdout)
@@ -141,8 +148,8 @@ def test_json_report_and_cli_carry_the_protocol(langgraph_server: str) -> None:
     assert b"protocol=v2" in proc.stdout and b"server ITL" in proc.stdout
 
 
-def test_metrics_and_spans_carry_the_protocol_and_jitter(langgraph_server: str) -> None:
-    r = run(target(langgraph_server, "agent"), "v2")
+def test_metrics_and_spans_carry_the_protocol_and_jitter(py_server: str) -> None:
+    r = run(target(py_server, "agent"), "v2")
     sink = PrometheusSink()
     sink.declare(r.target, r.assistant_id, {})
     sink.record(r)
@@ -165,8 +172,8 @@ def test_metrics_and_spans_carry_the_protocol_and_jitter(langgraph_server: str) 
     otlp.close()
 
 
-def test_load_drives_v2_streams(langgraph_server: str) -> None:
-    t = target(langgraph_server, "agent", protocol="v2")
+def test_load_drives_v2_streams(py_server: str) -> None:
+    t = target(py_server, "agent", protocol="v2")
     options = LoadOptions(concurrency=2, duration_s=10, max_streams=4, progress=False)
     done: list[ProbeResult] = []
     outcome = asyncio.run(drive(t, options, on_done=done.append))
@@ -174,10 +181,10 @@ def test_load_drives_v2_streams(langgraph_server: str) -> None:
     assert {r.protocol for r in done} == {"v2"}
 
 
-def test_daemon_probes_a_v2_target(langgraph_server: str, tmp_path: Path) -> None:
+def test_daemon_probes_a_v2_target(py_server: str, tmp_path: Path) -> None:
     from tests.support.daemon import DaemonProcess
 
-    config = {"targets": [{"name": "v2-agent", "url": langgraph_server, "assistant_id": "agent",
+    config = {"targets": [{"name": "v2-agent", "url": py_server, "assistant_id": "agent",
                            "protocol": "v2", "interval": "1h", "input": WEATHER}]}  # fmt: skip
     daemon = DaemonProcess(config, tmp_path).start()
     try:

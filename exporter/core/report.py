@@ -33,15 +33,23 @@ def render_report(result: ProbeResult) -> Group:
         style="dim",
     )
     rel = result.since_request_s
+    connection = " · ".join(f"{k} {ms(v)}" for k, v in result.phase_durations_s().items())
+    answer = ""
+    if result.t_first_answer_ns != result.t_first_token_ns:
+        answer = f" · first answer token {ms(rel(result.t_first_answer_ns))}"
     phases = Text(
-        f"  headers {ms(rel(result.t_headers_ns))} · first event {ms(rel(result.t_first_event_ns))}"
-        f" · first token {ms(rel(result.t_first_token_ns))} · total {ms(result.duration_s)}"
+        (f"  {connection}\n" if connection else "") + f"  headers {ms(rel(result.t_headers_ns))}"
+        f" · first event {ms(rel(result.t_first_event_ns))}"
+        f" · first token {ms(rel(result.t_first_token_ns))}{answer}"
+        f" · total {ms(result.duration_s)}"
         f" · {result.tokens} tokens · {result.heartbeats} heartbeats"
     )
+    reasoning = any(n.reasoning_tokens for n in result.nodes)
+    cols = ["node", "model", "TTFT", *(["answer"] if reasoning else [])]
+    cols += ["ITL p50", "ITL p95", "ITL max", "tokens", "TPOT", "duration"]
     table = Table(title=None, show_edge=False, pad_edge=False, box=None, header_style="bold")
-    for col in ("node", "model", "TTFT", "ITL p50", "ITL p95", "ITL max", "tokens", "TPOT"):
+    for col in cols:
         table.add_column(col, justify="left" if col in ("node", "model") else "right")
-    table.add_column("duration", justify="right")
     v2 = result.protocol == "v2"
     if v2:  # server time beside client time (docs/V2.md §4)
         for col in ("server TTFT", "server ITL p50", "jitter max"):
@@ -49,8 +57,10 @@ def render_report(result: ProbeResult) -> Group:
     for node in result.nodes:
         calls = [c for c in node.calls if c.token_ns]
         if not calls:
-            row = [node.node, "–", "–", "–", "–", "–", "0", "–", ms(node.duration_s)]
-            table.add_row(*row, *(["–"] * 3 if v2 else []))
+            empty = ["–"] * (len(cols) - 4)
+            table.add_row(
+                node.node, *empty, "0", "–", ms(node.duration_s), *(["–"] * 3 if v2 else [])
+            )
             continue
         for i, call in enumerate(calls):
             gaps = list(call.itl_s)
@@ -63,18 +73,23 @@ def render_report(result: ProbeResult) -> Group:
                     ms(quantile(list(call.server_itl_s), 0.5)),
                     ms(max(jitter) if jitter else None),
                 ]
-            table.add_row(
+            tokens = str(call.tokens) + ("?" if call.ambiguous else "")
+            if call.reasoning_tokens:
+                tokens += f" ({call.reasoning_tokens}r)"
+            row = [
                 node.node if i == 0 else "",
                 call.model or "–",
                 ms(ttft) + ("*" if i == 0 and node.basis != "tasks" else ""),
+                *([ms(call.answer_ttft_s)] if reasoning else []),
                 ms(quantile(gaps, 0.5)),
                 ms(quantile(gaps, 0.95)),
                 ms(max(gaps) if gaps else None),
-                str(call.tokens) + ("?" if call.ambiguous else ""),
+                tokens,
                 ms(call.tpot_s),
                 ms(node.duration_s) if i == 0 else "",
                 *v2_cells,
-            )
+            ]
+            table.add_row(*row)
     parts: list[Text | Table] = [head, phases, Text(""), table]
     if v2:
         parts.append(
@@ -89,22 +104,21 @@ def render_report(result: ProbeResult) -> Group:
         parts.append(Text(f"  run ended: {result.run_status}"))
     for note in result.notes:
         parts.append(Text(f"  ? {note}", style="yellow"))
-    delivery = result.delivery
-    if delivery is not None and delivery.verdict == "buffered":
-        jit = [abs(j) for j in delivery.jitter_s]
+    if reasoning:
+        parts.append(Text("  (Nr): N of the tokens were reasoning; answer = first answer token"))
+    if result.stream_mode_fallback:
         parts.append(
             Text(
-                f"  ! the server's token gaps are steady, the received ones are not (|jitter| up"
-                f" to {max(jit) * 1000:.1f} ms): delivery is batched or polled on the way",
+                "  the server rejected `tasks`: probed with stream_mode"
+                f" {list(result.stream_mode)}",
                 style="yellow",
             )
         )
-    ratio = result.buffered_gap_ratio()
-    if ratio is not None and ratio > 0.5:
+    buffered, why = result.buffering()
+    if buffered:
         parts.append(
             Text(
-                f"  ! {ratio:.0%} of token gaps are under 1 ms: something between us and the"
-                " server buffers the stream",
+                f"  ! buffered: {why}: something between us and the model holds tokens back",
                 style="yellow",
             )
         )

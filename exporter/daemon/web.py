@@ -7,7 +7,10 @@
 | `GET /readyz` | 200 once a config is loaded and probes are scheduled; 503 while shutting down |
 | `POST /-/reload` | reload the targets file (also SIGHUP); 500 with the problems if invalid |
 | `GET /probe?target=NAME[&debug=true]` | probe that configured target now; JSON result |
+| `GET /probe?target=NAME&format=prometheus` | the same, as blackbox gauges of that one probe |
 | `GET /-/probes` | recent results, failures kept longer, and the schedule |
+| `GET /-/probes/<id>` | one kept result by its id (trace id), with its log |
+| `GET /` | HTML page of recent probes with their logs (`exporter.daemon.pages`) |
 
 `/probe` accepts only the name of a configured target. Any other value (including a URL) is a
 404, and nothing from the query string ever reaches a request: no open proxy (CVE-2020-16248).
@@ -25,6 +28,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from exporter.daemon.pages import index_page
 from exporter.runtime import collector_paused
 
 __all__ = ["Handlers", "make_app"]
@@ -46,6 +50,11 @@ class Handlers:
     probes: Callable[[], dict[str, Any]]
     target_names: Callable[[], list[str]]
     mask: Callable[[bytes], bytes]
+    # Blackbox-style `/probe?format=prometheus`: exposition of one probe kept out of the SLO
+    # series; None when the target is unknown.
+    run_probe_metrics: Callable[[str], Awaitable[bytes | None]] | None = None
+    # `/-/probes/<id>`: one kept result; None when unknown.
+    probe_detail: Callable[[str], dict[str, Any] | None] | None = None
 
 
 async def _respond(
@@ -67,13 +76,6 @@ async def _respond(
 
 def _json(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n"
-
-
-_INDEX = b"""<!doctype html><title>langgraph-stream-exporter</title>
-<h1>langgraph-stream-exporter</h1>
-<ul><li><a href="/metrics">/metrics</a></li><li><a href="/-/probes">/-/probes</a></li>
-<li><a href="/healthz">/healthz</a></li><li><a href="/readyz">/readyz</a></li></ul>
-"""
 
 
 def _render(encoder: Callable[[CollectorRegistry], bytes], registry: CollectorRegistry) -> bytes:
@@ -126,6 +128,9 @@ def make_app(h: Handlers) -> App:
             if len(values) != 1 or not values[0]:
                 await _respond(send, 400, b"give exactly one ?target=NAME of a configured target\n")
                 return
+            if query.get("format", [""])[0] == "prometheus" and h.run_probe_metrics is not None:
+                await _probe_metrics(send, h, values[0])
+                return
             debug = query.get("debug", ["false"])[0].lower() in ("1", "true", "yes")
             result = await h.run_probe(values[0], debug)
             if result is None:
@@ -136,9 +141,27 @@ def make_app(h: Handlers) -> App:
             await _respond(send, 200, h.mask(_json(result)), json_type)
         elif path == "/-/probes":
             await _respond(send, 200, h.mask(_json(h.probes())), json_type)
+        elif path.startswith("/-/probes/") and h.probe_detail is not None:
+            detail = h.probe_detail(path.removeprefix("/-/probes/"))
+            if detail is None:
+                await _respond(send, 404, b"no such probe (only recent ones are kept)\n")
+                return
+            await _respond(send, 200, h.mask(_json(detail)), json_type)
         elif path == "/":
-            await _respond(send, 200, _INDEX, "text/html; charset=utf-8")
+            page = index_page(h.probes())
+            await _respond(send, 200, h.mask(page), "text/html; charset=utf-8")
         else:
             await _respond(send, 404, b"not found\n")
 
     return app
+
+
+async def _probe_metrics(send: Send, h: Handlers, name: str) -> None:
+    """`/probe?target=NAME&format=prometheus`: one probe as blackbox gauges (text format)."""
+    assert h.run_probe_metrics is not None
+    body = await h.run_probe_metrics(name)
+    if body is None:
+        known = ", ".join(h.target_names()) or "none"
+        await _respond(send, 404, f"unknown target; configured targets: {known}\n".encode())
+        return
+    await _respond(send, 200, h.mask(body), "text/plain; version=0.0.4; charset=utf-8")

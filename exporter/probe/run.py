@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import httpx
@@ -33,12 +34,16 @@ from exporter.http.client import (
     classify_transport_error,
     client_for,
     consume_body,
+    content_encoding,
     headers_arrival_ns,
     response_excerpt,
+    tls_cert_not_after_s,
     transport_errors,
 )
 from exporter.probe import threads
 from exporter.probe.request import (
+    STREAM_MODE,
+    STREAM_MODE_FALLBACK,
     TraceParent,
     request_body,
     request_headers,
@@ -71,9 +76,30 @@ async def probe(
     """Run one probe of `target` and return what it measured (never raises for the target's
     faults: they are the result's `failure`)."""
     trace = trace or TraceParent.new()
+    missing = target.missing_secrets()
+    if missing:
+        # NOTE: sending without the configured secret would earn an anonymous 401 at best and
+        # send the request where the config did not mean it to go unauthenticated.
+        result = failed_result(
+            target,
+            trace,
+            time.monotonic_ns(),
+            time.time_ns(),
+            FailureKind.CONFIG,
+            "not sent: " + "; ".join(missing),
+        )
+        if log is not None:
+            log(f"failed (config): {result.failure.message if result.failure else ''}")
+        return result
     owns_client = client is None
     if client is None:
-        client = client_for(target, transport=transport)
+        try:
+            client = client_for(target, transport=transport)
+        except ProbeFailure as exc:  # e.g. the ca_file vanished since the config loaded
+            t0_ns, wall0_ns = time.monotonic_ns(), time.time_ns()
+            return failed_result(
+                target, trace, t0_ns, wall0_ns, exc.kind, exc.message, phase=exc.phase
+            )
     one = _Probe(target, trace, client, log)
     try:
         if target.mode == "thread":
@@ -109,6 +135,8 @@ def failed_result(
     wall0_ns: int,
     kind: FailureKind,
     message: str,
+    *,
+    phase: str | None = None,
 ) -> ProbeResult:
     """The result of a probe that never got to send its request (e.g. skipped or cancelled)."""
     return ProbeResult(
@@ -116,7 +144,7 @@ def failed_result(
         t_request_ns=t0_ns,
         wall_request_ns=wall0_ns,
         t_end_ns=time.monotonic_ns(),
-        failure=Failure(kind, message),
+        failure=Failure(kind, message, phase=phase),
     )
 
 
@@ -137,12 +165,17 @@ class _Probe:
         self.headers = request_headers(target, trace)
         self._secrets = sent_secrets(target, self.headers)
         self._log = log
-        self.timeline = Timeline(time.monotonic_ns())
-        self.wall_request_ns = time.time_ns()
+        self.t_start_ns = time.monotonic_ns()
+        self.wall_start_ns = time.time_ns()
+        self.timeline = Timeline(self.t_start_ns)
+        self.phases = _Phases()
+        self.stream_mode = _stream_mode_for(target)
+        self.content_encoding: str | None = None
         self.failure: Failure | None = None
         self.thread_id: str | None = None
         self.location_run_id: str | None = None  # known from the headers, before `metadata`
         self.http_status: int | None = None
+        self.tls_cert_not_after_s: float | None = None
         self.decoder = SSEDecoder()
         self.clean_eof = False
         self.t_end_ns: int | None = None
@@ -161,9 +194,25 @@ class _Probe:
         return self._secrets.text(text)
 
     def restart_clock(self) -> None:
-        """t_request is taken just before the run request, after any thread creation."""
-        self.timeline = Timeline(time.monotonic_ns())
-        self.wall_request_ns = time.time_ns()
+        """The run request's clock starts after any thread creation (and again on a retry)."""
+        self.t_start_ns = time.monotonic_ns()
+        self.wall_start_ns = time.time_ns()
+        self.timeline = Timeline(self.t_start_ns)
+        self.decoder = SSEDecoder()
+        self.phases = _Phases()
+
+    def connection_phases(self, response: httpx.Response) -> None:
+        """Take the transport's connection stamps; t_request becomes the moment the request
+        was written to the open connection (README "How it measures")."""
+        arrival = response.extensions.get("arrival")
+        ph = self.phases
+        ph.dns = getattr(arrival, "dns_done_ns", None)
+        ph.connect = getattr(arrival, "connect_done_ns", None)
+        ph.proxy = getattr(arrival, "proxy_connect_done_ns", None)
+        ph.tls = getattr(arrival, "tls_done_ns", None)
+        written = getattr(arrival, "request_written_ns", None)
+        if isinstance(written, int) and written >= self.t_start_ns:
+            self.timeline.request_written(written)
 
     def fail(self, exc: ProbeFailure) -> None:
         if self.failure is None:
@@ -184,10 +233,11 @@ class _Probe:
             if failure is not None:  # e.g. an `event: error` message quoting the request
                 failure = dataclasses.replace(failure, message=self.mask(failure.message))
         failure = explain_ending(failure, self.run_ending, self.target.expect.interrupt)
+        ph = self.phases
         return ProbeResult(
             **_identity(self.target, self.trace),  # type: ignore[arg-type]
             t_request_ns=tl.t_request_ns,
-            wall_request_ns=self.wall_request_ns,
+            wall_request_ns=self.wall_start_ns + (tl.t_request_ns - self.t_start_ns),
             t_end_ns=end,
             failure=failure,
             run_id=tl.run_id or self.location_run_id,
@@ -205,6 +255,17 @@ class _Probe:
             log=tuple(self.log),
             run_status=self.run_ending,
             interrupted=self.run_ending == "interrupted",
+            t_start_ns=self.t_start_ns,
+            t_dns_ns=ph.dns,
+            t_connect_ns=ph.connect,
+            t_proxy_ns=ph.proxy,
+            t_tls_ns=ph.tls,
+            t_first_answer_ns=tl.t_first_answer_ns,
+            stream_mode=self.stream_mode,
+            stream_mode_fallback=self.stream_mode != STREAM_MODE,
+            tokens_dropped=tl.tokens_dropped,
+            content_encoding=self.content_encoding,
+            tls_cert_not_after_s=self.tls_cert_not_after_s,
         )
 
     async def create_thread(self) -> None:
@@ -218,7 +279,20 @@ class _Probe:
         self.say(f"created thread {self.thread_id}")
 
     async def run(self) -> None:
-        """The run request and its stream; every outcome is recorded, nothing raised."""
+        """The run request and its stream; every outcome is recorded, nothing raised.
+
+        A server that rejects `tasks` in `stream_mode` (older langgraph-api: 422; docs/WIRE.md
+        §12) is asked once more with `messages-tuple` alone, and remembered for this target.
+        """
+        try:
+            await self._attempt()
+        except _StreamModeRejected as rejected:
+            _NO_TASKS.add(_server_key(self.target))
+            self.stream_mode = STREAM_MODE_FALLBACK
+            self.say(f"server rejected stream_mode {list(STREAM_MODE)}: {rejected}; retrying")
+            await self._attempt()
+
+    async def _attempt(self) -> None:
         target, client, headers = self.target, self.client, self.headers
         path = (
             "/runs/stream" if self.thread_id is None else f"/threads/{self.thread_id}/runs/stream"
@@ -226,7 +300,7 @@ class _Probe:
         request = client.build_request(
             "POST",
             target.url + path,
-            content=orjson.dumps(request_body(target)),
+            content=orjson.dumps(request_body(target, self.stream_mode)),
             headers=headers,
         )
         self.restart_clock()
@@ -238,13 +312,17 @@ class _Probe:
         try:
             async with asyncio.timeout(deadlines.headers_s) as timer:
                 response = await client.send(request, stream=True)
+                self.connection_phases(response)
                 tl.headers(headers_arrival_ns(response))
                 self.http_status = response.status_code
+                self.tls_cert_not_after_s = tls_cert_not_after_s(response)
                 self.say(
                     f"POST {path}: HTTP {response.status_code} after {_ms(tl.t_headers_ns, tl)}"
                 )
                 if response.status_code >= 300:
                     detail = await response_excerpt(response)
+                    if _rejects_tasks(response.status_code, detail, self.stream_mode):
+                        raise _StreamModeRejected(f"HTTP {response.status_code}: {detail}")
                     raise HTTPStatusFailure(
                         response.status_code, f"HTTP {response.status_code}: {detail}", detail
                     )
@@ -256,12 +334,28 @@ class _Probe:
                         kind=FailureKind.NOT_SSE,
                         phase="headers",
                     )
+                encoding = content_encoding(response)
+                if encoding is not None:
+                    self.content_encoding = encoding  # the result's buffered verdict says so
+                    # NOTE: we ask for identity; a compressed stream was compressed on the way,
+                    # and compressing buffers it, so its arrival times would not be the
+                    # server's (docs/RELIABILITY.md): refuse it rather than measure a buffer.
+                    raise ProbeFailure(
+                        f"the event stream arrived compressed (content-encoding {encoding!r})"
+                        " although the probe asked for identity: a proxy or gateway compresses"
+                        " and buffers it",
+                        kind=FailureKind.NOT_SSE,
+                        phase="headers",
+                    )
                 _, self.location_run_id = _ids_from_location(
                     response.headers.get("content-location")
                 )
                 streaming = True
                 decoder = self.decoder
                 timer.reschedule(None)  # from here on the watchdog decides when it expires
+                # The stream's deadlines count from t_request, which the transport may have
+                # moved to the request write (after connect and TLS).
+                deadlines = Deadlines.start(target.timeout, tl.t_request_ns)
                 watchdog = _Watchdog(timer, deadlines, tl, tl.t_headers_ns or tl.t_request_ns)
                 watchdog.arm()
                 wd = watchdog
@@ -306,6 +400,8 @@ class _Probe:
         except transport_errors() as exc:
             self.t_end_ns = time.monotonic_ns()
             self.fail(classify_transport_error(exc, streaming=streaming))
+        except _StreamModeRejected:
+            raise
         except (
             Exception
         ) as exc:  # a bug of ours: reported as `internal`, never raised to the caller
@@ -326,7 +422,12 @@ class _Probe:
             self.say(f"failed ({self.failure.kind.value}): {self.failure.message}")
 
     async def clean_up(self) -> None:
-        """Stop the run if it may still be running; in thread mode, delete the thread."""
+        """Stop the run if it may still be running; in thread mode, delete the thread.
+
+        A stateless run is cancelled through its temporary thread (its id is in the tokens'
+        metadata) when the probe gave up early: the JS server ignores `on_disconnect` for
+        stateless runs (docs/WIRE.md §8).
+        """
         finished = self.clean_eof and self.timeline.unfinished() is None
         run_id = self.timeline.run_id or self.location_run_id
         if (
@@ -345,7 +446,7 @@ class _Probe:
             self.client,
             self.target,
             self.headers,
-            thread_id=self.thread_id,
+            thread_id=self.thread_id or self.timeline.server_thread_id,
             run_id=self.timeline.run_id or self.location_run_id,
             run_finished=finished,
             delete=self.target.mode == "thread",
@@ -383,6 +484,37 @@ def explain_ending(
             f"expected the run to stop at an interrupt, it ended: {ending or 'unknown'}",
         )
     return failure
+
+
+class _StreamModeRejected(Exception):
+    """The server refused `tasks` in `stream_mode`; the probe asks again without it."""
+
+
+#: Servers (by base URL) known to reject `tasks`: asked with `messages-tuple` alone from then on.
+_NO_TASKS: set[str] = set()
+
+
+def _server_key(target: Target) -> str:
+    return target.url
+
+
+def _stream_mode_for(target: Target) -> tuple[str, ...]:
+    return STREAM_MODE_FALLBACK if _server_key(target) in _NO_TASKS else STREAM_MODE
+
+
+def _rejects_tasks(status: int, detail: str, stream_mode: tuple[str, ...]) -> bool:
+    """A 400/422 whose message is about `stream_mode`, while we asked for `tasks`."""
+    return status in (400, 422) and "tasks" in stream_mode and "stream_mode" in detail
+
+
+@dataclass(slots=True)
+class _Phases:
+    """Connection stamps from the transport (monotonic ns), when it measured them."""
+
+    dns: int | None = None
+    connect: int | None = None
+    proxy: int | None = None
+    tls: int | None = None
 
 
 def _expectations(target: Target) -> Expectations:

@@ -330,7 +330,7 @@ class _V2Probe(_Probe):
         return ProbeResult(
             **_identity(self.target, self.trace),  # type: ignore[arg-type]
             t_request_ns=tl.t_request_ns,
-            wall_request_ns=self.wall_request_ns,
+            wall_request_ns=self.wall_start_ns + (tl.t_request_ns - self.t_start_ns),
             t_end_ns=end,
             failure=failure,
             run_id=tl.run_id,

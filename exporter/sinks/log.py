@@ -33,8 +33,10 @@ def summary(result: ProbeResult) -> dict[str, Any]:
         "duration_s": round(result.duration_s, 4),
         "first_event_s": _r(rel(result.t_first_event_ns)),
         "ttft_s": _r(result.ttft_s),
+        "answer_ttft_s": _r(result.answer_ttft_s),
         "itl_p50_s": _r(quantile(gaps, 0.5)),
         "tokens": result.tokens,
+        "buffered": result.buffered,
         "nodes": {
             n.node: {"ttft_s": _r(n.ttft_s), "itl_p50_s": _r(quantile(n.itl_s(), 0.5))}
             for n in result.nodes
@@ -92,7 +94,20 @@ class History:
         """Nothing to flush."""
 
     def snapshot(self) -> dict[str, list[dict[str, Any]]]:
+        """Newest first. Each entry is `summary()` plus `id` (the trace id, the key of
+        `find()` and `/-/probes/<id>`) and `log` (the probe's own lines, as `/probe?debug`)."""
         return {
-            "recent": [summary(r) for r in reversed(self.recent)],
-            "failures": [summary(r) for r in reversed(self.failures)],
+            "recent": [_entry(r) for r in reversed(self.recent)],
+            "failures": [_entry(r) for r in reversed(self.failures)],
         }
+
+    def find(self, probe_id: str) -> ProbeResult | None:
+        """The kept result whose trace id is `probe_id`; None when unknown or already dropped."""
+        for result in (*self.recent, *self.failures):
+            if result.trace_id == probe_id:
+                return result
+        return None
+
+
+def _entry(result: ProbeResult) -> dict[str, Any]:
+    return {**summary(result), "id": result.trace_id, "log": list(result.log)}

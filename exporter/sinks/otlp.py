@@ -1,4 +1,4 @@
-"""OTLP spans drawn from finished probe results (DESIGN §2).
+"""OTLP spans drawn from finished probe results (README "How it measures").
 
 One trace per probe: a root `invoke_agent {assistant}` span (CLIENT) from the run request to the
 end of the stream, a child `node {name}` per node execution, and under it a `chat {model}` span per
@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable, Sequence
 from typing import Final
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -32,7 +33,7 @@ from exporter.core.stats import quantile
 
 __all__ = ["OTLPSink"]
 
-# Stable semconv names, spelled out rather than imported from `_incubating` (STYLE §5).
+# Stable semconv names, spelled out rather than imported from `_incubating` (may change).
 ERROR_TYPE: Final = "error.type"
 SERVER_ADDRESS: Final = "server.address"
 SERVER_PORT: Final = "server.port"
@@ -61,6 +62,10 @@ PROBE_DELIVERY: Final = "langgraph.probe.delivery"
 PROBE_SERVER_ITL_P50_S: Final = "langgraph.probe.server_inter_token_latency_p50_s"
 PROBE_JITTER_MAX_S: Final = "langgraph.probe.delivery_jitter_max_s"
 PROBE_AMBIGUOUS: Final = "langgraph.probe.ambiguous"
+PROBE_ANSWER_TTFT_S: Final = "langgraph.probe.time_to_first_answer_token_s"
+PROBE_REASONING_TOKENS: Final = "langgraph.probe.reasoning_tokens"
+PROBE_BUFFERED: Final = "langgraph.probe.buffered"
+PROBE_TPOT_S: Final = "langgraph.probe.time_per_output_token_s"
 
 
 def _protocol() -> str:
@@ -81,6 +86,34 @@ def _exporter_from_env() -> SpanExporter:
     )
 
     return HTTPSpanExporter()
+
+
+class _CountingExporter(SpanExporter):
+    """Calls `on_failure()` once per export call (one batch) that fails or raises.
+
+    The batch processor runs exports on its own thread and only logs a failure, so without this
+    a collector that is down would lose every span without a number to alert on.
+    """
+
+    def __init__(self, inner: SpanExporter, on_failure: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_failure = on_failure
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._inner.export(spans)
+        except Exception:
+            self._on_failure()
+            raise
+        if result is not SpanExportResult.SUCCESS:
+            self._on_failure()
+        return result
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
 
 
 class _ProbeIds(IdGenerator):
@@ -105,7 +138,14 @@ class OTLPSink:
 
     name = "otlp"
 
-    def __init__(self, exporter: SpanExporter | None = None, *, batch: bool = True) -> None:
+    def __init__(
+        self,
+        exporter: SpanExporter | None = None,
+        *,
+        batch: bool = True,
+        on_export_failure: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_export_failure()` is called (from the export thread) for each failed batch."""
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
         self._ids = _ProbeIds()
@@ -114,6 +154,8 @@ class OTLPSink:
         )
         self.provider = TracerProvider(resource=resource, id_generator=self._ids)
         exporter = exporter if exporter is not None else _exporter_from_env()
+        if on_export_failure is not None:
+            exporter = _CountingExporter(exporter, on_export_failure)
         processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
         self.provider.add_span_processor(processor)
         self._tracer = self.provider.get_tracer("langgraph-stream-exporter", __version__)
@@ -138,7 +180,9 @@ class OTLPSink:
             (LANGGRAPH_RUN_ID, result.run_id),
             (HTTP_RESPONSE_STATUS_CODE, result.http_status),
             (PROBE_TTFT_S, result.ttft_s),
+            (PROBE_ANSWER_TTFT_S, result.answer_ttft_s),
             (PROBE_FIRST_EVENT_S, result.since_request_s(result.t_first_event_ns)),
+            (PROBE_BUFFERED, result.buffered),
             (ERROR_TYPE, None if failure is None else failure.kind.value),
             (PROBE_PROTOCOL, result.protocol),
             (PROBE_RUN_STATUS, result.run_status),
@@ -151,6 +195,7 @@ class OTLPSink:
             attributes=attrs,
             start_time=result.wall_ns(result.t_request_ns),
         )
+        _phase_events(root, result)
         if failure is not None:
             root.set_status(Status(StatusCode.ERROR, failure.message[:500]))
         ctx = trace.set_span_in_context(root)
@@ -164,6 +209,8 @@ class OTLPSink:
                 (PROBE_TOKENS, ex.tokens),
                 (LANGGRAPH_TASK_ID, ex.task_id),
                 (PROBE_TTFT_S, ex.ttft_s),
+                (PROBE_ANSWER_TTFT_S, ex.answer_ttft_s),
+                (PROBE_REASONING_TOKENS, ex.reasoning_tokens),
                 (ERROR_TYPE, ex.error_type),
             )
             node_span = tracer.start_span(
@@ -186,6 +233,9 @@ class OTLPSink:
                     (GEN_AI_PROVIDER_NAME, call.provider),
                     (GEN_AI_USAGE_OUTPUT_TOKENS, call.output_tokens),
                     (GEN_AI_TIME_TO_FIRST_CHUNK, call.ttft_s),
+                    (PROBE_ANSWER_TTFT_S, call.answer_ttft_s),
+                    (PROBE_REASONING_TOKENS, call.reasoning_tokens),
+                    (PROBE_TPOT_S, call.tpot_s),
                     (PROBE_ITL_P50_S, quantile(call.itl_s, 0.5)),
                     (PROBE_SERVER_ITL_P50_S, quantile(call.server_itl_s, 0.5)),
                     (
@@ -214,7 +264,28 @@ class OTLPSink:
         self.provider.shutdown()
 
 
-def _attrs(*pairs: tuple[str, str | int | float | None]) -> dict[str, str | int | float]:
+def _phase_events(span: trace.Span, result: ProbeResult) -> None:
+    """The phases of the probe as span events at the moment each ended: connection set-up
+    (before the span starts at t_request), then headers, first event, first (answer) token."""
+    stamps = (
+        ("dns", result.t_dns_ns),
+        ("connect", result.t_connect_ns),
+        ("proxy_connect", result.t_proxy_ns),
+        ("tls", result.t_tls_ns),
+        ("request_written", result.t_request_ns if result.t_start_ns is not None else None),
+        ("headers", result.t_headers_ns),
+        ("first_event", result.t_first_event_ns),
+        ("first_token", result.t_first_token_ns),
+        ("first_answer_token", result.t_first_answer_ns),
+    )
+    for name, ns in stamps:
+        if ns is not None:
+            span.add_event(name, timestamp=result.wall_ns(ns))
+
+
+def _attrs(
+    *pairs: tuple[str, str | int | float | bool | None],
+) -> dict[str, str | int | float | bool]:
     """Span attributes, leaving out what was not measured (OTel takes no None values)."""
     return {key: value for key, value in pairs if value is not None and value != ""}
 

@@ -1,4 +1,4 @@
-"""Prometheus exposition of probe results (DESIGN §2), from one custom collector.
+"""Prometheus exposition of probe results (README "How it measures"), from one custom collector.
 
 Everything is kept per target, so a target removed by a reload loses all its series at once
 (`retain`), histograms and counters included; Prometheus handles the counter reset. Histograms
@@ -17,41 +17,55 @@ Example exposition (abridged):
 from __future__ import annotations
 
 import dataclasses
+import platform
 import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import Exemplar, Metric, Sample
+from prometheus_client.exposition import generate_latest
 
+from exporter import __version__
 from exporter.core.errors import FailureKind
 from exporter.core.result import ProbeResult
+from exporter.core.stats import quantile
 
-__all__ = ["NS", "PrometheusSink"]
+__all__ = ["NS", "PrometheusSink", "probe_exposition"]
 
 NS = "langgraph_probe_"
 OTHER_NODE = "__other__"
 
-#: TTFT and durations: 0.01 … 81.92 doubling, plus the usual SLO thresholds (DESIGN §2).
+#: TTFT and durations: 0.01 … 81.92 doubling, plus the usual SLO thresholds.
 LATENCY_BUCKETS = tuple(
     sorted({round(0.01 * 2**i, 2) for i in range(14)} | {0.5, 1.0, 2.0, 5.0, 163.84})
 )
-#: Gaps and TPOT.
+#: Gaps and TPOT. Real inter-token latency mostly lies between 5 and 50 ms, so that range has a
+#: bound every 5 ms: a regression from 15 to 45 ms moves p95 across several buckets.
 GAP_BUCKETS = (
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,
-    0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+    0.001, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.045, 0.05,
+    0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 
 _RUN_HISTS = {
     "time_to_headers_seconds": "Response headers minus the run request.",
     "time_to_first_event_seconds": "The `metadata` event minus the run request (queueing).",
-    "time_to_first_token_seconds": "First token of the run minus the run request (run TTFT).",
+    "time_to_first_token_seconds": (
+        "First token of any kind (reasoning included) minus the run request (run TTFT)."
+    ),
+    "time_to_first_answer_token_seconds": (
+        "First non-reasoning token (text or tool call) minus the run request."
+    ),
     "run_duration_seconds": "End of the stream minus the run request.",
 }
 _NODE_HISTS = {
     "node_time_to_first_token_seconds": ("First token minus the node's tasks start.", False),
+    "node_time_to_first_answer_token_seconds": (
+        "First non-reasoning token minus the node's tasks start.",
+        False,
+    ),
     "inter_token_latency_seconds": ("Gap between consecutive tokens of one LLM call.", True),
     "time_per_output_token_seconds": ("(last - first token) / (output tokens - 1).", True),
     "node_duration_seconds": ("Node tasks end minus tasks start.", False),
@@ -106,6 +120,8 @@ class _TargetState:
     labels: dict[str, str]
     run_hists: dict[str, _Hist] = field(default_factory=dict)
     node_hists: dict[tuple[str, str], _Hist] = field(default_factory=dict)
+    phase_hists: dict[str, _Hist] = field(default_factory=dict)
+    reasoning_tokens: dict[str, int] = field(default_factory=dict)
     runs: dict[tuple[str, str], int] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
@@ -113,6 +129,8 @@ class _TargetState:
     last: ProbeResult | None = None
     last_success_s: float | None = None
     last_ratio: dict[str, float] = field(default_factory=dict)
+    # Kept across probes that fail before a handshake (a timeout must not hide the expiry).
+    cert_not_after_s: float | None = None
 
     def snapshot(self) -> _TargetState:
         """A copy that later `record()` calls do not change (cheap: counts, not samples)."""
@@ -120,6 +138,8 @@ class _TargetState:
             self,
             run_hists={k: h.copy() for k, h in self.run_hists.items()},
             node_hists={k: h.copy() for k, h in self.node_hists.items()},
+            phase_hists={k: h.copy() for k, h in self.phase_hists.items()},
+            reasoning_tokens=dict(self.reasoning_tokens),
             runs=dict(self.runs),
             tokens=dict(self.tokens),
             skipped=dict(self.skipped),
@@ -139,10 +159,13 @@ class PrometheusSink:
         self._lock = threading.Lock()
         self._targets: dict[str, _TargetState] = {}
         self._sink_errors: dict[str, int] = {}
+        self._orphans_deleted = 0
         self.reload_ok = 1.0
         self.reload_ok_timestamp_s = time.time()
         self.in_flight: Callable[[], int] = lambda: 0
         self.registry.register(self)
+        # The exporter's own health: process_resident_memory_bytes, _cpu_seconds_total, _open_fds.
+        ProcessCollector(registry=self.registry)
 
     # --------------------------------------------------------------- feeding
 
@@ -178,6 +201,11 @@ class PrometheusSink:
         with self._lock:
             self._sink_errors[sink] = self._sink_errors.get(sink, 0) + 1
 
+    def count_orphans_deleted(self, count: int) -> None:
+        """Probe threads a dead exporter left on a server, deleted by the sweeper."""
+        with self._lock:
+            self._orphans_deleted += count
+
     def set_reload(self, ok: bool) -> None:
         self.reload_ok = 1.0 if ok else 0.0
         if ok:
@@ -204,16 +232,22 @@ class PrometheusSink:
             st.runs[key] = st.runs.get(key, 0) + 1
             if result.success:
                 st.last_success_s = now_s
+            if result.tls_cert_not_after_s is not None:
+                st.cert_not_after_s = result.tls_cert_not_after_s
             rel = result.since_request_s
             for metric, value in (
                 ("time_to_headers_seconds", rel(result.t_headers_ns)),
                 ("time_to_first_event_seconds", rel(result.t_first_event_ns)),
                 ("time_to_first_token_seconds", rel(result.t_first_token_ns)),
+                ("time_to_first_answer_token_seconds", rel(result.t_first_answer_ns)),
                 ("run_duration_seconds", result.duration_s),
             ):
                 if value is not None:
                     hist = st.run_hists.setdefault(metric, _Hist(LATENCY_BUCKETS))
                     hist.observe(value, tid, now_s)
+            for phase, value in result.phase_durations_s().items():
+                hist = st.phase_hists.setdefault(phase, _Hist(GAP_BUCKETS))
+                hist.observe(value, tid, now_s)
             st.last_ratio = {}
             gaps_by_node: dict[str, list[float]] = {}
             for ex in result.nodes:
@@ -227,6 +261,7 @@ class PrometheusSink:
                     hist.observe(value, tid, now_s)
 
                 obs("node_time_to_first_token_seconds", ex.ttft_s)
+                obs("node_time_to_first_answer_token_seconds", ex.answer_ttft_s)
                 obs("node_duration_seconds", ex.duration_s)
                 for call in ex.calls:
                     for gap in call.itl_s:
@@ -239,6 +274,10 @@ class PrometheusSink:
                     gaps_by_node.setdefault(node, []).extend(call.itl_s)
                 if ex.tokens:
                     st.tokens[node] = st.tokens.get(node, 0) + ex.tokens
+                if ex.reasoning_tokens:
+                    st.reasoning_tokens[node] = (
+                        st.reasoning_tokens.get(node, 0) + ex.reasoning_tokens
+                    )
             for node, gaps in gaps_by_node.items():
                 if gaps:
                     st.last_ratio[node] = sum(1 for g in gaps if g < 0.001) / len(gaps)
@@ -255,7 +294,15 @@ class PrometheusSink:
         with self._lock:
             targets = {name: st.snapshot() for name, st in self._targets.items()}
             sink_error_counts = dict(self._sink_errors)
+            orphans = self._orphans_deleted
         yield from self._collect(targets, sink_error_counts)
+        swept = Metric(
+            NS + "orphaned_threads_deleted",
+            "Probe threads left behind by a stopped exporter, deleted by the sweeper.",
+            "counter",
+        )
+        swept.add_sample(NS + "orphaned_threads_deleted_total", {}, orphans)
+        yield swept
 
     def describe(self) -> Iterable[Metric]:
         return []
@@ -288,6 +335,33 @@ class PrometheusSink:
             " were not (batched or polled delivery), else 0.",
             "gauge",
         )
+        status_code = fam(
+            "http_status_code",
+            "HTTP status of the last probe's run request; 0 when none arrived (blackbox's "
+            "probe_http_status_code).",
+            "gauge",
+        )
+        cert_expiry = fam(
+            "ssl_earliest_cert_expiry",
+            "Unix time the server's TLS certificate expires, seen by the last https probe that "
+            "completed a handshake (blackbox's probe_ssl_earliest_cert_expiry).",
+            "gauge",
+        )
+        buffered = fam(
+            "stream_buffered",
+            "1 if the last probe's tokens arrived in bursts no model produces (README "
+            '"How it measures"), else 0.',
+            "gauge",
+        )
+        reasoning = fam(
+            "reasoning_tokens", "Tokens that carried only reasoning, by node.", "counter"
+        )
+        phases = fam(
+            "phase_duration_seconds",
+            "Connection phases before the run request: dns, connect, proxy_connect, tls, "
+            "request_write.",
+            "histogram",
+        )
         runs = fam("runs", "Probes by outcome and failure reason.", "counter")
         tokens = fam("tokens", "Tokens received, by node.", "counter")
         skipped = fam("probes_skipped", "Scheduled probes not started, by reason.", "counter")
@@ -300,6 +374,8 @@ class PrometheusSink:
                 success.add_sample(NS + "success", labels, 1.0 if last.success else 0.0)
                 duration.add_sample(NS + "duration_seconds", labels, last.duration_s)
                 burst.add_sample(NS + "max_tokens_per_read", labels, last.max_tokens_per_read)
+                buffered.add_sample(NS + "stream_buffered", labels, 1.0 if last.buffered else 0.0)
+                status_code.add_sample(NS + "http_status_code", labels, last.http_status or 0)
                 protocol.add_sample(
                     NS + "protocol_info", {**labels, "protocol": last.protocol}, 1.0
                 )
@@ -310,6 +386,8 @@ class PrometheusSink:
                     )
                 for node, value in st.last_ratio.items():
                     ratio.add_sample(NS + "buffered_gap_ratio", {**labels, "node": node}, value)
+            if st.cert_not_after_s is not None:
+                cert_expiry.add_sample(NS + "ssl_earliest_cert_expiry", labels, st.cert_not_after_s)
             if st.last_success_s is not None:
                 last_ok.add_sample(NS + "last_success_timestamp_seconds", labels, st.last_success_s)
             for (outcome, reason), count in sorted(st.runs.items()):
@@ -318,15 +396,23 @@ class PrometheusSink:
                 )
             for node, count in sorted(st.tokens.items()):
                 tokens.add_sample(NS + "tokens_total", {**labels, "node": node}, count)
+            for node, count in sorted(st.reasoning_tokens.items()):
+                reasoning.add_sample(NS + "reasoning_tokens_total", {**labels, "node": node}, count)
+            for phase, hist in sorted(st.phase_hists.items()):
+                phases.samples.extend(
+                    hist.samples(NS + "phase_duration_seconds", {**labels, "phase": phase})
+                )
             for reason, count in sorted(st.skipped.items()):
                 skipped.add_sample(NS + "probes_skipped_total", {**labels, "reason": reason}, count)
             for metric, hist in st.run_hists.items():
                 hists[metric].samples.extend(hist.samples(NS + metric, labels))
             for (metric, node), hist in sorted(st.node_hists.items()):
                 hists[metric].samples.extend(hist.samples(NS + metric, {**labels, "node": node}))
-        yield from (success, duration, last_ok, ratio, burst, runs, tokens, skipped)
+        yield from (success, duration, last_ok, ratio, burst, buffered, runs, tokens, reasoning)
+        yield from (skipped, status_code, cert_expiry)
         yield from (protocol, delivery)
         yield from hists.values()
+        yield phases
         reload_ok = fam(
             "config_last_reload_successful", "1 if the last config load succeeded.", "gauge"
         )
@@ -346,3 +432,95 @@ class PrometheusSink:
         for sink, count in sorted(sink_error_counts.items()):
             sink_errors.add_sample(NS + "sink_errors_total", {"sink": sink}, count)
         yield from (reload_ok, reload_ts, sink_errors)
+        build = fam("build_info", "Always 1; the exporter's version and Python version.", "gauge")
+        build.add_sample(
+            NS + "build_info", {"version": __version__, "python": platform.python_version()}, 1
+        )
+        yield build
+
+
+def probe_exposition(result: ProbeResult) -> bytes:
+    """One probe as blackbox_exporter answers `/probe`: gauges of this probe only, text format.
+
+    For the multi-target pattern (and the Prometheus Operator's Probe): the scrape itself runs the
+    probe, the scraper's relabelling sets `instance`, and nothing here is counted in the
+    `langgraph_probe_*` histograms and counters of `/metrics`. blackbox's own names where they
+    exist (`probe_success`, `probe_duration_seconds`, `probe_http_status_code`,
+    `probe_ssl_earliest_cert_expiry`), so blackbox dashboards and alerts work unchanged, and
+    `probe_langgraph_*` for what only a streaming probe measures. Values are seconds.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_OneProbe(result))
+    return generate_latest(registry)
+
+
+class _OneProbe:
+    def __init__(self, result: ProbeResult) -> None:
+        self._result = result
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        r = self._result
+
+        def gauge(name: str, doc: str, value: float | None, **labels: str) -> Metric:
+            metric = Metric(name, doc, "gauge")
+            if value is not None:
+                metric.add_sample(name, labels, value)
+            return metric
+
+        yield gauge("probe_success", "1 if the probe succeeded, else 0.", 1.0 if r.success else 0)
+        yield gauge("probe_duration_seconds", "Run request to end of stream.", r.duration_s)
+        yield gauge(
+            "probe_http_status_code",
+            "HTTP status of the run request; 0 when none arrived.",
+            r.http_status or 0,
+        )
+        if r.tls_cert_not_after_s is not None:
+            yield gauge(
+                "probe_ssl_earliest_cert_expiry",
+                "Unix time the server's certificate expires.",
+                r.tls_cert_not_after_s,
+            )
+        failure = Metric(
+            "probe_langgraph_failure", "1 for the failure kind of a failed probe.", "gauge"
+        )
+        if r.failure is not None:
+            failure.add_sample(failure.name, {"reason": r.failure.kind.value}, 1)
+        yield failure
+        for name, doc, value in (
+            ("time_to_headers_seconds", "Response headers minus the run request.",
+             r.since_request_s(r.t_headers_ns)),
+            ("time_to_first_event_seconds", "The metadata event minus the run request.",
+             r.since_request_s(r.t_first_event_ns)),
+            ("time_to_first_token_seconds", "First token minus the run request (run TTFT).",
+             r.ttft_s),
+            ("tokens", "Tokens received.", r.tokens),
+            ("max_tokens_per_read", "Most tokens read in one socket read.", r.max_tokens_per_read),
+        ):  # fmt: skip
+            yield gauge("probe_langgraph_" + name, doc, value)
+        node_ttft = Metric(
+            "probe_langgraph_node_time_to_first_token_seconds",
+            "First token minus the node's tasks start; first execution of each node.",
+            "gauge",
+        )
+        itl = Metric(
+            "probe_langgraph_inter_token_latency_seconds",
+            "Inter-token gaps of each node: median, p95 and the largest (quantile 0.5, 0.95, 1).",
+            "gauge",
+        )
+        seen: set[str] = set()
+        gaps: dict[str, list[float]] = {}
+        for ex in r.nodes:
+            if ex.ttft_s is not None and ex.node not in seen:
+                seen.add(ex.node)
+                node_ttft.add_sample(node_ttft.name, {"node": ex.node}, ex.ttft_s)
+            gaps.setdefault(ex.node, []).extend(ex.itl_s())
+        for node, values in sorted(gaps.items()):
+            for q in (0.5, 0.95, 1.0):
+                value = quantile(values, q)
+                if value is not None:
+                    itl.add_sample(itl.name, {"node": node, "quantile": repr(q)}, value)
+        yield node_ttft
+        yield itl
