@@ -434,7 +434,8 @@ class _Probe:
             self.target.mode == "thread"
             and self.thread_id is not None
             and run_id is not None
-            and (not finished or self.target.expect.interrupt)
+            # The server ended the stream early (not our deadline: that run is still running).
+            and ((self.clean_eof and not finished) or self.target.expect.interrupt)
         ):
             # Before any cancel of ours: the legacy stream just ends on a job timeout or an
             # interrupt, only the stored status says why (docs/V2.md §6).
