@@ -166,6 +166,9 @@ class ProbeResult:
     text: str = ""
     labels: tuple[tuple[str, str], ...] = ()
     log: tuple[str, ...] = ()
+    #: Tokens that arrived past the stamping cap (`timing.MAX_TOKENS_STAMPED`): counted, not in
+    #: any call's `token_ns`.
+    tokens_dropped: int = 0
 
     @property
     def success(self) -> bool:
@@ -177,7 +180,8 @@ class ProbeResult:
 
     @property
     def tokens(self) -> int:
-        return sum(n.tokens for n in self.nodes)
+        """Every token received, stamped or past the cap (agrees with `Timeline.tokens`)."""
+        return sum(n.tokens for n in self.nodes) + self.tokens_dropped
 
     def since_request_s(self, ns: int | None) -> float | None:
         return None if ns is None else (ns - self.t_request_ns) / _NS
@@ -225,6 +229,7 @@ class ProbeResult:
                 "total": self.duration_s,
             },
             "tokens": self.tokens,
+            "tokens_dropped": self.tokens_dropped,
             "heartbeats": self.heartbeats,
             "bytes_read": self.bytes_read,
             "buffering": {

@@ -19,7 +19,7 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Callable, Generator, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,9 @@ from exporter.config import (
 )
 from exporter.core.errors import ConfigError
 from exporter.core.result import ProbeResult
-from exporter.daemon.scheduler import Scheduler
-from exporter.daemon.web import Handlers, make_app
+from exporter.daemon.scheduler import OnDemandBusy, Scheduler
+from exporter.daemon.web import Handlers, ProbeBusy, make_app
+from exporter.daemon.webconfig import BasicAuth, WebConfig, load_web_config
 from exporter.probe import TraceParent, probe
 from exporter.runtime import freeze_startup_objects, run_async, share_gil_finely
 from exporter.sinks import Sink, SinkSet
@@ -131,8 +132,15 @@ class _Server(uvicorn.Server):
 class Daemon:
     """Wires config, scheduler, sinks and web together; `run()` returns the exit status."""
 
-    def __init__(self, settings: Settings, config_path: str, config: Config) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config_path: str,
+        config: Config,
+        web_config: WebConfig | None = None,
+    ) -> None:
         self.settings = settings
+        self.web_config = web_config
         self.config_path = config_path
         self.config = config
         self.masker = Masker()
@@ -147,11 +155,26 @@ class Daemon:
             self.otlp = OTLPSink()
             sinks.append(self.otlp)
         self.sinks = SinkSet(sinks, on_error=self._sink_error)
+        self.prometheus.declare_sinks(self.sinks.names)
         self.scheduler: Scheduler | None = None
         self._ready = False
         self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._signals = 0
+        #: Tasks nothing else awaits (a SIGHUP reload): the loop keeps only weak references to
+        #: tasks, so one not referenced here could be garbage-collected mid-reload.
+        self.background: set[asyncio.Task[Any]] = set()
+
+    def _background(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+    def on_sighup(self) -> asyncio.Task[Any]:
+        """SIGHUP: reload in a task the daemon holds until it ends."""
+        return self._background(self.reload(), "reload:SIGHUP")
 
     def _sink_error(self, sink: str, exc: Exception) -> None:
         self.prometheus.count_sink_error(sink)
@@ -188,7 +211,10 @@ class Daemon:
         if target is None:
             return None
         lines: list[str] = []
-        result = await self.scheduler.run_now(name, lines)
+        try:
+            result = await self.scheduler.run_now(name, lines)
+        except OnDemandBusy as busy:
+            raise ProbeBusy(busy.retry_after_s) from busy
         if result is None:
             return None
         out = result.to_dict()
@@ -201,8 +227,8 @@ class Daemon:
         assert self.scheduler is not None
         snap: dict[str, Any] = self.history.snapshot()
         last: dict[str, Any] = {}
-        for result in self.history.recent:
-            last[result.target] = summary(result)
+        for result, trigger in self.history.recent:
+            last[result.target] = summary(result, trigger)
         snap["last"] = last
         snap["schedule"] = {
             name: [{"planned": p, "started": s} for p, s in starts]
@@ -237,20 +263,23 @@ class Daemon:
             target_names=lambda: [t.name for t in self.config.targets],
             mask=self.masker.bytes,
         )
+        web_config = self.web_config
+        auth = BasicAuth(web_config.users) if web_config and web_config.users else None
         server = _Server(
             uvicorn.Config(
-                make_app(handlers),
+                make_app(handlers, enable_lifecycle=self.settings.web_enable_lifecycle, auth=auth),
                 host=host,
                 port=port,
                 lifespan="off",
                 access_log=False,
                 log_level="warning",
                 server_header=False,
+                **(web_config.uvicorn_ssl() if web_config else {}),
             )
         )
         for sig in HANDLED_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self.on_sighup)
         warn_on_open_secret_files(self.config.targets)
         self.prometheus.set_reload(True)
         scheduler.apply(self.config)
@@ -267,13 +296,19 @@ class Daemon:
         self._ready = True
         freeze_startup_objects()
         share_gil_finely()
+        scheme = "https" if web_config and web_config.tls else "http"
         log.info(
             "exporter_started",
-            listen=f"http://{host}:{port}",
-            metrics=f"http://{host}:{port}/metrics",
+            listen=f"{scheme}://{host}:{port}",
+            metrics=f"{scheme}://{host}:{port}/metrics",
             targets=[t.name for t in self.config.targets],
             otlp=self.otlp is not None,
+            lifecycle_apis=self.settings.web_enable_lifecycle,
+            basic_auth=auth is not None,
+            web_config=web_config.path if web_config else None,
         )
+        if auth is not None and scheme == "http":
+            log.warning("basic_auth_without_tls", detail="passwords cross the network in clear")
         stopper = asyncio.create_task(self._stop.wait())
         await asyncio.wait({web, stopper}, return_when=asyncio.FIRST_COMPLETED)
         # 1. Stop accepting work: no new probes, readiness off.
@@ -305,9 +340,21 @@ def _listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def serve(*, config_path: str | None, listen: str | None) -> int:
-    """Entry point of `langgraph-stream-exporter run`; returns the exit status."""
+def serve(
+    *,
+    config_path: str | None,
+    listen: str | None,
+    web_config_file: str | None = None,
+    enable_lifecycle: bool = False,
+) -> int:
+    """Entry point of `langgraph-stream-exporter run`; returns the exit status.
+
+    `web_config_file` and `enable_lifecycle` (the flags) win over `LGSE_WEB_CONFIG_FILE` and
+    `LGSE_WEB_ENABLE_LIFECYCLE`. An invalid targets or web-config file exits 1.
+    """
     settings = Settings()
+    if enable_lifecycle:
+        settings = settings.model_copy(update={"web_enable_lifecycle": True})
     masker = Masker()
     configure_logging(settings, masker)
     path = config_path or settings.config
@@ -316,15 +363,17 @@ def serve(*, config_path: str | None, listen: str | None) -> int:
     except ValueError as exc:
         sys.stderr.write(f"langgraph-stream-exporter: error: {exc}\n")
         return 2
+    web_path = web_config_file or settings.web_config_file
     try:
         config = load_config(path)
+        web_config = load_web_config(web_path) if web_path else None
     except ConfigError as exc:
         for problem in exc.problems:
             sys.stderr.write(f"{exc.path}: {problem}\n")
         return 1
 
     async def main() -> int:
-        daemon = Daemon(settings, path, config)
+        daemon = Daemon(settings, path, config, web_config)
         daemon.masker = masker
         masker.update(config.targets)
         return await daemon.run(host, port)

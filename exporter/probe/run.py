@@ -198,6 +198,7 @@ class _Probe:
             heartbeats=self.decoder.comments,
             bytes_read=self.decoder.bytes_read,
             max_tokens_per_read=tl.max_tokens_per_read,
+            tokens_dropped=tl.tokens_dropped,
             text=tl.text,
             log=tuple(self.log),
         )

@@ -28,6 +28,7 @@ from prometheus_client.core import Exemplar, Metric, Sample
 
 from exporter.core.errors import FailureKind
 from exporter.core.result import ProbeResult
+from exporter.sinks import SKIP_REASONS, Trigger
 
 __all__ = ["NS", "PrometheusSink"]
 
@@ -97,6 +98,7 @@ class _TargetState:
     run_hists: dict[str, _Hist] = field(default_factory=dict)
     node_hists: dict[tuple[str, str], _Hist] = field(default_factory=dict)
     runs: dict[tuple[str, str], int] = field(default_factory=dict)
+    on_demand_runs: dict[tuple[str, str], int] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     nodes: set[str] = field(default_factory=set)
@@ -111,6 +113,7 @@ class _TargetState:
             run_hists={k: h.copy() for k, h in self.run_hists.items()},
             node_hists={k: h.copy() for k, h in self.node_hists.items()},
             runs=dict(self.runs),
+            on_demand_runs=dict(self.on_demand_runs),
             tokens=dict(self.tokens),
             skipped=dict(self.skipped),
             nodes=set(self.nodes),
@@ -146,9 +149,20 @@ class PrometheusSink:
             st = self._targets.get(target)
             if st is None or st.labels != labels or st.assistant != assistant:
                 st = self._targets[target] = _TargetState(assistant, labels)
-            st.runs.setdefault(("success", ""), 0)
-            for kind in FailureKind:
-                st.runs.setdefault(("failure", kind.value), 0)
+            # Every counter exists at zero before its first increment, so rate() and the
+            # dashboard see a healthy exporter as 0, not "no data".
+            for runs in (st.runs, st.on_demand_runs):
+                runs.setdefault(("success", ""), 0)
+                for kind in FailureKind:
+                    runs.setdefault(("failure", kind.value), 0)
+            for reason in SKIP_REASONS:
+                st.skipped.setdefault(reason, 0)
+
+    def declare_sinks(self, sinks: Iterable[str]) -> None:
+        """Make `sink_errors_total{sink}` exist at zero for every configured sink."""
+        with self._lock:
+            for sink in sinks:
+                self._sink_errors.setdefault(sink, 0)
 
     def retain(self, targets: Iterable[str]) -> None:
         """Forget every series of targets no longer configured."""
@@ -181,16 +195,22 @@ class PrometheusSink:
             return node
         return OTHER_NODE
 
-    def record(self, result: ProbeResult) -> None:
+    def record(self, result: ProbeResult, trigger: Trigger = "scheduled") -> None:
+        """Count a result. An on-demand result (`GET /probe`) only counts in
+        `on_demand_runs_total`: it stays out of the SLO series (`runs_total`, the histograms,
+        `success`, ...), so nobody who can reach `/probe` can skew them (docs/RELIABILITY.md)."""
         now_s = time.time()
         tid = result.trace_id
+        reason = "" if result.failure is None else result.failure.kind.value
+        key = (result.outcome, reason)
         with self._lock:
             st = self._targets.get(result.target)
             if st is None:
                 return  # not (or no longer) configured
+            if trigger == "on_demand":
+                st.on_demand_runs[key] = st.on_demand_runs.get(key, 0) + 1
+                return
             st.last = result
-            reason = "" if result.failure is None else result.failure.kind.value
-            key = (result.outcome, reason)
             st.runs[key] = st.runs.get(key, 0) + 1
             if result.success:
                 st.last_success_s = now_s
@@ -265,7 +285,12 @@ class PrometheusSink:
         burst = fam(
             "max_tokens_per_read", "Most tokens read in one socket read, last probe.", "gauge"
         )
-        runs = fam("runs", "Probes by outcome and failure reason.", "counter")
+        runs = fam("runs", "Scheduled probes by outcome and failure reason.", "counter")
+        on_demand = fam(
+            "on_demand_runs",
+            "Probes run through GET /probe, by outcome and failure reason (not in the SLO series).",
+            "counter",
+        )
         tokens = fam("tokens", "Tokens received, by node.", "counter")
         skipped = fam("probes_skipped", "Scheduled probes not started, by reason.", "counter")
         hists = {n: fam(n, d, "histogram") for n, d in _RUN_HISTS.items()}
@@ -285,6 +310,12 @@ class PrometheusSink:
                 runs.add_sample(
                     NS + "runs_total", {**labels, "outcome": outcome, "reason": reason}, count
                 )
+            for (outcome, reason), count in sorted(st.on_demand_runs.items()):
+                on_demand.add_sample(
+                    NS + "on_demand_runs_total",
+                    {**labels, "outcome": outcome, "reason": reason},
+                    count,
+                )
             for node, count in sorted(st.tokens.items()):
                 tokens.add_sample(NS + "tokens_total", {**labels, "node": node}, count)
             for reason, count in sorted(st.skipped.items()):
@@ -293,7 +324,7 @@ class PrometheusSink:
                 hists[metric].samples.extend(hist.samples(NS + metric, labels))
             for (metric, node), hist in sorted(st.node_hists.items()):
                 hists[metric].samples.extend(hist.samples(NS + metric, {**labels, "node": node}))
-        yield from (success, duration, last_ok, ratio, burst, runs, tokens, skipped)
+        yield from (success, duration, last_ok, ratio, burst, runs, on_demand, tokens, skipped)
         yield from hists.values()
         reload_ok = fam(
             "config_last_reload_successful", "1 if the last config load succeeded.", "gauge"
