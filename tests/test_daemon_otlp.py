@@ -42,7 +42,7 @@ def otlp_daemon(request: pytest.FixtureRequest, langgraph_server: str, tmp_path:
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
             "OTEL_BSP_SCHEDULE_DELAY": "100",
         }
-        with DaemonProcess(config(langgraph_server), tmp_path, env=env) as daemon:
+        with DaemonProcess(config(langgraph_server), tmp_path, env=env, lifecycle=True) as daemon:
             yield daemon, rx, ("grpc" if request.param == "grpc" else "http")
 
 
