@@ -148,33 +148,37 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
     yield asyncio.run(_scenario(tmp_path_factory.mktemp("faults")))
 
 
+@pytest.mark.timing
 def test_healthy_probes_start_on_schedule(observed: Observed) -> None:
     """Every scheduled probe of the healthy target started less than 1 s after it was planned."""
     starts = observed.probes["schedule"]["healthy"]
-    assert len(starts) >= 15  # about one a second for ~20 s
+    assert len(starts) >= 15, f"{len(starts)} scheduled starts in ~20 s at a 1 s interval"
     lateness = [s["started"] - s["planned"] for s in starts]
-    assert all(late < 1.0 for late in lateness), lateness
+    assert max(lateness) < 1.0, f"latest start {max(lateness):.3f} s after planned: {lateness}"
 
 
+@pytest.mark.timing
 def test_healthy_success_counter_keeps_growing(observed: Observed) -> None:
     """runs_total{target=healthy,outcome=success} grows between the middle and the end scrape."""
     middle, end = (
         total(s.text, "langgraph_probe_runs_total", target="healthy", outcome="success")
         for s in observed.scrapes
     )
-    assert middle >= 5
-    assert end >= middle + 5
+    assert middle >= 5, f"{middle:g} successes in the first ~{HALF_WINDOW_S:g} s at a 1 s interval"
+    assert end >= middle + 5, f"{end - middle:g} successes in the last ~{HALF_WINDOW_S:g} s"
 
 
-def test_stalled_probes_end_as_stalled_or_deadline(observed: Observed) -> None:
-    """Every finished probe of the hung target failed with `stalled` or `deadline`, none other."""
+def test_stalled_probes_end_as_stalled(observed: Observed) -> None:
+    """Every finished probe of the hung target failed with `stalled`: its idle deadline (2.5 s
+    after the headers) always comes before its total deadline (3 s), and the watchdog reports
+    the nearest deadline even when it fires late."""
     reasons = {
         labels["reason"]: v
         for key, v in samples(observed.scrapes[-1].text, "langgraph_probe_runs_total").items()
         if (labels := dict(key))["target"] == "stall" and v > 0  # every pair is pre-declared
     }
     assert sum(reasons.values()) >= 3
-    assert set(reasons) <= {"stalled", "deadline"}, reasons
+    assert set(reasons) == {"stalled"}, reasons
 
 
 def test_overlapping_ticks_of_the_stalled_target_are_skipped_and_counted(
