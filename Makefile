@@ -21,7 +21,8 @@ help:
 $(VENV_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q -e '.[dev]'
+	# [compare] too: the fault tests run every transport, the aiohttp one included.
+	$(PY) -m pip install -q -e '.[dev,compare]'
 	touch $@
 
 venv: $(VENV_STAMP)

@@ -832,7 +832,14 @@ class ProviderAPIProcess:
 
     def start(self) -> ProviderAPIProcess:
         self.process = subprocess.Popen(
-            [self.python, str(Path(__file__).resolve()), "--port", str(self.port)],
+            [
+                self.python,
+                str(Path(__file__).resolve()),
+                "--port",
+                str(self.port),
+                "--parent-pid",
+                str(os.getpid()),
+            ],
             env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -877,7 +884,17 @@ class ProviderAPIProcess:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: free)")
+    parser.add_argument(
+        "--parent-pid", type=int, default=None, help="exit when this process is gone"
+    )
     args = parser.parse_args(argv)
+
+    async def watch_parent(stop: asyncio.Event) -> None:
+        # A parent killed with SIGKILL cannot stop us: do not outlive it.
+        while args.parent_pid is not None and not stop.is_set():
+            if os.getppid() != args.parent_pid:
+                stop.set()
+            await asyncio.sleep(0.5)
 
     async def serve() -> None:
         server = _Server()
@@ -888,7 +905,9 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        watcher = asyncio.create_task(watch_parent(stop))
         await stop.wait()
+        watcher.cancel()
         await server.aclose(aserver)
 
     asyncio.run(serve())

@@ -16,7 +16,13 @@ import orjson
 from pydantic import ValidationError
 
 from exporter import __version__
-from exporter.config import Target, load_config
+from exporter.config import (
+    SECRET_HEADERS,
+    Target,
+    check_header_name,
+    check_header_value,
+    load_config,
+)
 from exporter.core.errors import ConfigError
 from exporter.runtime import run_async
 
@@ -42,7 +48,31 @@ def _header(value: str) -> tuple[str, str]:
     name, sep, val = value.partition(":")
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"expected 'Name: value', got {value!r}")
-    return name.strip(), val.strip()
+    name, val = name.strip(), val.strip()
+    try:
+        check_header_name(name)
+        check_header_value(val)
+    except ValueError as exc:  # the value is not echoed: it may be a credential
+        raise argparse.ArgumentTypeError(f"{name!r}: {exc}") from exc
+    hint = SECRET_HEADERS.get(name.lower())
+    if hint is not None:
+        raise argparse.ArgumentTypeError(
+            f"{name.lower()} is a secret: use --secret-header '{name}=ENV_VAR'"
+            + (" or --api-key-env/--api-key-file" if name.lower() == "x-api-key" else "")
+        )
+    return name, val
+
+
+def _secret_header(value: str) -> tuple[str, dict[str, str]]:
+    name, sep, env = value.partition("=")
+    name, env = name.strip(), env.strip()
+    if not sep or not name or not env:
+        raise argparse.ArgumentTypeError(f"expected 'Name=ENV_VAR', got {value!r}")
+    try:
+        check_header_name(name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{name!r}: {exc}") from exc
+    return name, {"env": env}
 
 
 def _json_object(value: str) -> dict[str, Any]:
@@ -63,6 +93,14 @@ def _add_target_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--input-file", help="JSON file with the whole run `input` object")
     p.add_argument("--mode", choices=("stateless", "thread"), default="stateless")
     p.add_argument("--header", action="append", type=_header, default=[], help="'Name: value'")
+    p.add_argument(
+        "--secret-header",
+        action="append",
+        type=_secret_header,
+        default=[],
+        metavar="NAME=ENV_VAR",
+        help="a header whose value is read from an environment variable (e.g. Authorization)",
+    )
     key = p.add_mutually_exclusive_group()
     key.add_argument("--api-key-env", help="environment variable holding the x-api-key")
     key.add_argument("--api-key-file", help="file holding the x-api-key (e.g. a mounted Secret)")
@@ -100,6 +138,7 @@ def _target_from_args(args: argparse.Namespace, name: str = "cli") -> Target:
                 "input": run_input,
                 "config": args.run_config,
                 "headers": dict(args.header),
+                "secret_headers": dict(args.secret_header),
                 "api_key_env": args.api_key_env,
                 "api_key_file": args.api_key_file,
                 "stream_subgraphs": not args.no_subgraphs,

@@ -1,22 +1,31 @@
 """Process settings (environment, `LGSE_*`) and the targets file (YAML, strict).
 
 Settings never change on reload; the targets file is loaded again from scratch on every reload, and
-a file that does not validate never replaces a good one (DESIGN §4). Secrets are never in the YAML:
+a file that does not validate never replaces a good one. Secrets are never in the YAML:
 a target names the environment variable or file that holds its API key, and the key is read when a
 probe runs (so a rotated Secret is picked up without a reload).
 """
 
 from __future__ import annotations
 
+import base64
+import importlib.util
+import json
 import math
 import os
 import re
+import ssl
+import urllib.parse
+import urllib.request
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import orjson
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -31,13 +40,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from exporter.core.errors import ConfigError
 
 __all__ = [
+    "SECRET_HEADERS",
     "Config",
     "Expect",
+    "ProxyAuth",
+    "ProxyChoice",
     "SecretMask",
     "SecretSource",
     "Settings",
     "Target",
     "Timeouts",
+    "check_header_name",
+    "check_header_value",
     "load_config",
     "parse_duration",
 ]
@@ -48,6 +62,48 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 #: Labels the exporter sets itself; a static label may not shadow them.
 RESERVED_LABELS = frozenset({"target", "assistant", "node", "outcome", "reason", "sink", "le"})
+#: What an HTTP header name may be made of (the standard's `token` characters: no CR, LF,
+#: NUL, ':' or space).
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+#: A CR or LF in a value would end the header line and start another one (header injection).
+_FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
+#: Headers that carry credentials: never from the YAML itself, never unmasked.
+SECRET_HEADERS: dict[str, str] = {
+    "x-api-key": "use api_key_env or api_key_file",
+    "authorization": "put it under secret_headers (env or file)",
+    "cookie": "put it under secret_headers (env or file)",
+    "proxy-authorization": "use proxy_auth (password from env or file)",
+}
+
+
+def check_header_name(name: str) -> str:
+    """A header name as it may go on the wire; raises `ValueError` naming what is wrong."""
+    if not _HEADER_NAME.match(name):
+        raise ValueError(
+            "invalid header name (letters, digits and !#$%&'*+-.^_`|~ only;"
+            " no CR, LF, NUL, ':' or whitespace)"
+        )
+    return name
+
+
+def check_header_value(value: str) -> str:
+    """A header value as it may go on the wire: no CR, LF or NUL (the value is not echoed)."""
+    if _FORBIDDEN_IN_VALUE.search(value):
+        raise ValueError("header value contains CR, LF or NUL (it would inject headers)")
+    return value
+
+
+def _plain_header_name(name: str) -> str:
+    check_header_name(name)
+    hint = SECRET_HEADERS.get(name.lower())
+    if hint is not None:
+        raise ValueError(f"{name.lower()} is a secret: {hint}")
+    return name
+
+
+HeaderName = Annotated[str, AfterValidator(check_header_name)]
+PlainHeaderName = Annotated[str, AfterValidator(_plain_header_name)]
+HeaderValue = Annotated[str, AfterValidator(check_header_value)]
 
 
 def parse_duration(value: Any) -> float:
@@ -81,14 +137,14 @@ class Timeouts(_Strict):
     first_event: Duration = Field(30.0, description="the `metadata` event (run picked up)")
     first_token: Duration = Field(60.0, description="the first token of the run")
     idle: Duration = Field(
-        15.0, description="longest gap between two reads; keep above the 5 s heartbeat (wire §2)"
+        15.0, description="longest gap between two reads; keep above the 5 s heartbeat"
     )
     total: Duration = Field(120.0, description="the whole run, cleanup excluded")
 
     @model_validator(mode="after")
     def _idle_above_heartbeat(self) -> Timeouts:
         if self.idle <= 5.0 and self.total > 5.0:
-            # NOTE: the server sends a heartbeat every 5 s (wire §2); a shorter idle deadline
+            # NOTE: servers send a heartbeat every 5 s (docs/WIRE.md §2); a shorter idle deadline
             # stalls on every silent phase. Allowed only for runs that end within 5 s.
             raise ValueError("idle must exceed the 5 s heartbeat interval")
         return self
@@ -132,11 +188,26 @@ class SecretSource(_Strict):
 MIN_MASKED_CHARS = 4
 
 
+def _secret_forms(secret: str) -> set[str]:
+    """Every form a secret can take in output: raw, JSON-escaped (a server echoing the request
+    body or a JSON log line: compact and ASCII-only escapes), URL-encoded (a query string)."""
+    forms = {secret}
+    forms.add(orjson.dumps(secret).decode()[1:-1])  # UTF-8 kept; quote, backslash, controls escaped
+    forms.add(json.dumps(secret)[1:-1])  # the same, non-ASCII as u-escapes too (Python's default)
+    forms.add(urllib.parse.quote(secret, safe=""))
+    forms.add(urllib.parse.quote(secret))
+    forms.add(urllib.parse.quote_plus(secret))
+    return forms
+
+
 class SecretMask:
-    """Replaces known secret values with `***`, longest first (a key may contain another)."""
+    """Replaces known secret values with `***`, longest first (a key may contain another).
+
+    Each secret is also masked JSON-escaped and URL-encoded (`_secret_forms`).
+    """
 
     def __init__(self, values: Iterable[str] = ()) -> None:
-        kept = {v for v in values if len(v) >= MIN_MASKED_CHARS}
+        kept = {f for v in values if len(v) >= MIN_MASKED_CHARS for f in _secret_forms(v)}
         self._secrets = tuple(sorted(kept, key=len, reverse=True))
 
     def text(self, value: str) -> str:
@@ -153,13 +224,63 @@ class SecretMask:
 def _read_secret(env: str | None, file: str | None) -> SecretStr | None:
     if env is not None:
         value = os.environ.get(env)
-        return SecretStr(value.strip().strip("'\"")) if value else None
+        # NOTE: quotes are kept: they may be part of a valid key; only the newline or spaces a
+        # shell or a Secret manifest adds around a value are dropped.
+        return SecretStr(value.strip()) if value and value.strip() else None
     if file is not None:
         try:
             return SecretStr(Path(file).read_text().strip())
         except OSError:
             return None
     return None
+
+
+class ProxyAuth(_Strict):
+    """Basic credentials for a forward proxy; the password from env or a file, like API keys."""
+
+    username: str = Field(min_length=1, description="user name (not secret; shown in errors)")
+    password: SecretSource = Field(description="where the password lives: {env: …} or {file: …}")
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        if ":" in value or _FORBIDDEN_IN_VALUE.search(value):
+            raise ValueError("username must not contain ':', CR, LF or NUL")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyChoice:
+    """Where one probe's connection goes first, and with which credentials (never log these)."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    def authorization(self) -> str | None:
+        """The `Proxy-Authorization` value (the Basic scheme), or None without credentials."""
+        if self.username is None:
+            return None
+        token = f"{self.username}:{self.password or ''}".encode()
+        return "Basic " + base64.b64encode(token).decode()
+
+    def secret_values(self) -> list[str]:
+        """The password and the header value that carries it, for masking."""
+        values = [self.password] if self.password else []
+        auth = self.authorization()
+        if auth is not None:
+            values += [auth, auth.removeprefix("Basic ")]
+        return values
+
+
+def _without_userinfo(url: str) -> str:
+    """`url` with any `user:password@` removed (for error messages)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 _DEFAULT_INPUT: dict[str, Any] = {"messages": [{"role": "human", "content": "hello"}]}
@@ -182,14 +303,61 @@ class Target(_Strict):
     labels: dict[str, str] = Field(default_factory=dict, description="static labels")
     api_key_env: str | None = Field(None, description="env var holding the x-api-key")
     api_key_file: str | None = Field(None, description="file holding the x-api-key")
-    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
-    secret_headers: dict[str, SecretSource] = Field(
+    headers: dict[PlainHeaderName, HeaderValue] = Field(
+        default_factory=dict, description="extra request headers (no credentials: see below)"
+    )
+    secret_headers: dict[HeaderName, SecretSource] = Field(
         default_factory=dict, description="headers whose values come from env or a file"
     )
-    stream_subgraphs: bool = Field(True, description="stream tokens of subgraphs (wire §7)")
+    stream_subgraphs: bool = Field(True, description="stream tokens of subgraphs (docs/WIRE.md §7)")
     expect: Expect = Field(default_factory=Expect)
     ca_file: str | None = Field(None, description="CA bundle to trust for https")
     insecure_skip_verify: bool = Field(False, description="do not verify the TLS certificate")
+    proxy_url: str | None = Field(None, description="http:// forward proxy (CONNECT for https)")
+    proxy_from_environment: bool = Field(
+        False, description="use HTTPS_PROXY / HTTP_PROXY / ALL_PROXY, honouring NO_PROXY"
+    )
+    proxy_auth: ProxyAuth | None = Field(None, description="Basic credentials for the proxy")
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, value: str | None) -> str | None:
+        if value is not None:
+            # Loaded once here so that a missing or broken bundle is a load error naming the
+            # key, not a failure of every probe; a bundle that disappears later fails the
+            # probe as `tls` (exporter/http/client.py).
+            try:
+                ssl.create_default_context(cafile=value)
+            except ssl.SSLError as exc:  # an OSError too: first
+                raise ValueError(
+                    f"no PEM certificate in CA file {value!r} ({exc.reason or exc})"
+                ) from exc
+            except OSError as exc:
+                raise ValueError(f"cannot read CA file {value!r}: {exc.strerror or exc}") from exc
+        return value
+
+    @field_validator("proxy_url")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urllib.parse.urlsplit(value)
+            if parts.scheme != "http" or not parts.hostname:
+                raise ValueError(
+                    f"proxy_url must be http://host:port (TLS to the proxy is not supported),"
+                    f" got {_without_userinfo(value)!r}"
+                )
+            if parts.username is not None or parts.password is not None:
+                raise ValueError(
+                    "proxy_url must not hold credentials: use proxy_auth (password from env or"
+                    " file)"
+                )
+            if parts.path not in ("", "/") or parts.query or parts.fragment:
+                raise ValueError(f"proxy_url must be http://host:port, got {value!r}")
+            try:
+                parts.port  # noqa: B018 - raises ValueError for a port out of range
+            except ValueError as exc:
+                raise ValueError(f"invalid proxy_url port: {value!r}") from exc
+        return value
 
     @field_validator("name")
     @classmethod
@@ -215,18 +383,67 @@ class Target(_Strict):
                 raise ValueError(f"label {key!r} is set by the exporter")
         return value
 
-    @field_validator("headers")
+    @field_validator("secret_headers")
     @classmethod
-    def _no_key_in_headers(cls, value: dict[str, str]) -> dict[str, str]:
-        if any(h.lower() == "x-api-key" for h in value):
-            raise ValueError("x-api-key is a secret: use api_key_env or api_key_file")
+    def _no_proxy_auth_to_the_origin(
+        cls, value: dict[str, SecretSource]
+    ) -> dict[str, SecretSource]:
+        for name in value:
+            if name.lower() in ("proxy-authorization", "x-api-key"):
+                hint = SECRET_HEADERS[name.lower()]
+                raise ValueError(f"{name.lower()} cannot be a secret header: {hint}")
         return value
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Target:
         if self.api_key_env is not None and self.api_key_file is not None:
             raise ValueError("give api_key_env or api_key_file, not both")
+        if self.proxy_url is not None and self.proxy_from_environment:
+            raise ValueError("give proxy_url or proxy_from_environment, not both")
+        if self.proxy_auth is not None and not (self.proxy_url or self.proxy_from_environment):
+            raise ValueError("proxy_auth without proxy_url or proxy_from_environment")
         return self
+
+    def proxy(self) -> ProxyChoice | None:
+        """The proxy this target's requests go through now, credentials read now; None: direct.
+
+        `proxy_from_environment` reads the standard variables through urllib (`HTTPS_PROXY`
+        for https targets, `HTTP_PROXY` for http ones, `ALL_PROXY` for both, `NO_PROXY`
+        host suffixes and `*` to bypass). Credentials in such a URL are used unless
+        `proxy_auth` is given. Raises `ValueError` for an environment proxy that is not
+        http:// (the message never shows credentials).
+        """
+        scheme = urllib.parse.urlsplit(self.url).scheme
+        username = password = None
+        if self.proxy_url is not None:
+            url = self.proxy_url
+            origin = "proxy_url"
+        elif self.proxy_from_environment:
+            proxies = urllib.request.getproxies_environment()
+            env_url = proxies.get(scheme) or proxies.get("all")
+            host = urllib.parse.urlsplit(self.url).hostname or ""
+            if not env_url or urllib.request.proxy_bypass(host):  # NO_PROXY (on Linux)
+                return None
+            url = env_url if "://" in env_url else "http://" + env_url
+            origin = f"{scheme.upper()}_PROXY"
+            parts = urllib.parse.urlsplit(url)
+            if parts.username is not None:
+                username = urllib.parse.unquote(parts.username)
+                password = urllib.parse.unquote(parts.password or "")
+        else:
+            return None
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(
+                f"{origin}: only http:// proxies are supported, got {_without_userinfo(url)!r}"
+            )
+        if self.proxy_auth is not None:
+            username = self.proxy_auth.username
+            secret = self.proxy_auth.password.read()
+            password = secret.get_secret_value() if secret is not None else None
+            if password is None:
+                raise ValueError("proxy_auth.password: the secret source is empty or unreadable")
+        return ProxyChoice(parts.hostname, parts.port or 80, username, password)
 
     def api_key(self) -> SecretStr | None:
         return _read_secret(self.api_key_env, self.api_key_file)
@@ -235,12 +452,21 @@ class Target(_Strict):
         """Every secret this target sends, for masking in any output."""
         values = [s.read() for s in self.secret_headers.values()]
         values.append(self.api_key())
-        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        out = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        try:
+            proxy = self.proxy()
+        except ValueError:
+            proxy = None
+        if proxy is not None:
+            out.extend(proxy.secret_values())
+        return out
 
     def secret_files(self) -> list[str]:
         files = [s.file for s in self.secret_headers.values() if s.file]
         if self.api_key_file:
             files.append(self.api_key_file)
+        if self.proxy_auth is not None and self.proxy_auth.password.file:
+            files.append(self.proxy_auth.password.file)
         return files
 
 
@@ -300,6 +526,10 @@ class Config(_Strict):
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":
+            continue  # pydantic's marker for "the key itself" of a dict entry
+        if isinstance(part, str) and not part.isprintable():
+            part = repr(part)  # a header name holding CR/LF must not break the message line
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -380,3 +610,14 @@ class Settings(BaseSettings):
     web_config_file: str | None = Field(
         None, description="exporter-toolkit web-config YAML: TLS, basic auth (docs/RELIABILITY.md)"
     )
+
+    @field_validator("transport")
+    @classmethod
+    def _transport_installed(cls, v: str) -> str:
+        # The aiohttp transport is an optional extra: say so at start, not at the first probe.
+        if v == "aiohttp" and importlib.util.find_spec("httpx_aiohttp") is None:
+            raise ValueError(
+                "LGSE_TRANSPORT=aiohttp needs the optional extra: "
+                "pip install 'langgraph-stream-exporter[compare]'"
+            )
+        return v

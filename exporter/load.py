@@ -1,6 +1,6 @@
 """Load mode: many concurrent probe streams, with TTFT and ITL reported per node.
 
-Bounds (issue 6): at most `concurrency` streams open at once; no stream starts after `duration_s`
+Bounds: at most `concurrency` streams open at once; no stream starts after `duration_s`
 or after `max_streams`; the first `concurrency` starts are spread evenly over one second so the
 server does not see a thundering herd. Every stream is a full probe, timed exactly as the daemon
 times it. A finished stream is folded into the per-node aggregates and, with `--trace-out`, into

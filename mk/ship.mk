@@ -1,4 +1,4 @@
-# mk/ship.mk: tools, chart, dashboard, alert rules, Dockerfile (issue 5). Included by the top Makefile,
+# mk/ship.mk: tools, chart, dashboard, alert rules, Dockerfile. Included by the top Makefile,
 # which defines PY := .venv/bin/python and VENV_STAMP := .venv/.stamp.
 
 TOOLS_BIN   := .tools/bin

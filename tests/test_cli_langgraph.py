@@ -1,4 +1,4 @@
-"""`probe` end to end against a real `langgraph dev` serving the demo graphs (issue 3)."""
+"""`probe` end to end against a real `langgraph dev` serving the demo graphs."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_agent_node_ttft_and_itl_match_the_configured_model(langgraph_server: st
 
 
 def test_json_shape_has_the_documented_fields(langgraph_server: str) -> None:
-    """The one JSON object carries the fields issue 3 fixes, events in order, metadata first."""
+    """The one JSON object carries the documented `probe --json` fields, events in order, metadata first."""
     _, result = probe_json(langgraph_server, "--assistant", "agent")
     assert result["outcome"] == "success" and result["failure"] is None
     assert set(result["phases_s"]) == {"headers", "first_event", "first_token", "total"}
@@ -86,7 +86,7 @@ def test_parallel_nodes_each_get_their_own_gap(langgraph_server: str) -> None:
 
 
 def test_subgraph_llm_node_is_reported_as_parent_child(langgraph_server: str) -> None:
-    """The subgraph's LLM node is `research/inner_agent` with its own TTFT (wire §7)."""
+    """The subgraph's LLM node is `research/inner_agent` with its own TTFT (docs/WIRE.md §7)."""
     code, result = probe_json(langgraph_server, "--assistant", "nested")
     assert code == 0, result["failure"]
     inner = node(result, "research/inner_agent")
@@ -94,14 +94,14 @@ def test_subgraph_llm_node_is_reported_as_parent_child(langgraph_server: str) ->
 
 
 def test_without_subgraphs_the_inner_node_streams_nothing(langgraph_server: str) -> None:
-    """`--no-subgraphs`: no inner tokens reach the client (wire §7), only the outer ones."""
+    """`--no-subgraphs`: no inner tokens reach the client (docs/WIRE.md §7), only the outer ones."""
     code, result = probe_json(langgraph_server, "--assistant", "nested", "--no-subgraphs")
     assert code == 0, result["failure"]
     assert not [n for n in result["nodes"] if n["node"] == "research/inner_agent"]
 
 
 def test_failing_graph_is_run_error_with_tokens_before_it_counted(langgraph_server: str) -> None:
-    """`boom` raises after 5 chunks: run_error, RuntimeError, the 5 tokens kept (wire §8)."""
+    """`boom` raises after 5 chunks: run_error, RuntimeError, the 5 tokens kept (docs/WIRE.md §8)."""
     code, result = probe_json(langgraph_server, "--assistant", "boom")
     assert code == 1
     assert result["failure"]["kind"] == "run_error"

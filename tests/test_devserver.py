@@ -17,7 +17,10 @@ from devserver import DevServer, DevServerError  # demo/ is on pythonpath (pypro
 
 pytestmark = pytest.mark.integration
 
-GRAPH_IDS = {"agent", "parallel", "nested", "boom", "boom_custom", "slow"}
+GRAPH_IDS = {
+    *("agent", "parallel", "nested", "boom", "boom_custom", "slow"),
+    *("openai_chat", "openai_responses", "anthropic_thinking", "anthropic_tools"),
+}
 ENV_WRITER_A_GAP_S = 0.070  # DEMO_WRITER_A_TOKEN_GAP_S for the shared server (default is 0.030)
 
 
@@ -49,7 +52,7 @@ def _run(
         for chunk in response.iter_raw():
             t = time.monotonic()
             buf += chunk
-            # The server frames every event with CRLF and sends one data line (wire §2).
+            # The server frames every event with CRLF and sends one data line (docs/WIRE.md §2).
             *frames, buf = buf.split(b"\r\n\r\n")
             for frame in frames:
                 fields = dict(

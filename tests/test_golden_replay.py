@@ -88,7 +88,7 @@ def test_agent_capture_times_match_the_demo_model() -> None:
 
 
 def test_boom_capture_is_run_error_with_five_tokens() -> None:
-    """boom: run_error RuntimeError, the five tokens before it kept (wire §8)."""
+    """boom: run_error RuntimeError, the five tokens before it kept (docs/WIRE.md §8)."""
     tl = replay("boom")
     failure = tl.verdict(Expectations())
     assert failure is not None
@@ -110,9 +110,61 @@ def test_messages_only_capture_falls_back_without_tasks() -> None:
 
 
 def test_slow_capture_counts_heartbeats_and_still_succeeds() -> None:
-    """slow: heartbeats arrive before the first token and are not tokens (wire §2)."""
+    """slow: heartbeats arrive before the first token and are not tokens (docs/WIRE.md §2)."""
     dec = SSEDecoder()
     for t_ns, chunk in recorded_chunks("slow"):
         dec.feed(chunk, t_ns)
     assert dec.comments >= 1
     assert replay("slow").verdict(Expectations()) is None
+
+
+# ------------------------------------------- real provider integrations (demo/PROVIDERS.md)
+
+
+def llm_nodes(name: str) -> list[Any]:
+    return [n for n in replay(name).nodes() if n.tokens]
+
+
+@pytest.mark.parametrize("name", ["anthropic_thinking", "openai_responses"])
+def test_reasoning_capture_ttft_is_the_first_reasoning_chunk(name: str) -> None:
+    """Reasoning first at 150 ms, answer at 600 ms, 25 ms gaps (the recording's configured
+    timings): node TTFT is the first reasoning chunk, answer TTFT the first text chunk, all 32
+    streamed chunks are tokens, TPOT is 25 ms and the 175 ms switch shows in ITL."""
+    (node,) = llm_nodes(name)
+    (call,) = node.calls
+    measured = (
+        f"ttft {node.ttft_s}, answer {node.answer_ttft_s}, tokens {node.tokens}, "
+        f"tpot {call.tpot_s} ({call.tpot_basis()}), max itl {max(node.itl_s())}"
+    )
+    assert node.ttft_s is not None and 0.149 <= node.ttft_s <= 0.165, measured
+    assert node.answer_ttft_s is not None and 0.599 <= node.answer_ttft_s <= 0.620, measured
+    assert (node.tokens, node.reasoning_tokens) == (32, 12), measured
+    assert call.tpot_s is not None and abs(call.tpot_s - 0.025) <= 0.003, measured
+    assert call.tpot_basis()[1] == "usage", measured
+    assert 0.165 <= max(node.itl_s()) <= 0.200, measured
+    assert abs(statistics.median(node.itl_s()) - 0.025) <= 0.003, measured
+    tl = replay(name)
+    assert tl.t_first_token_ns is not None and tl.t_first_answer_ns is not None
+    assert tl.t_first_answer_ns - tl.t_first_token_ns >= 440_000_000, measured
+
+
+def test_openai_chat_capture_counts_text_chunks_and_summed_usage() -> None:
+    """Chat Completions: 20 text tokens, usage 20 on its own chunk, TPOT 25 ms, TTFT 150 ms."""
+    (node,) = llm_nodes("openai_chat")
+    (call,) = node.calls
+    measured = f"ttft {node.ttft_s}, tokens {node.tokens}, usage {call.output_tokens}"
+    assert node.tokens == 20 and call.output_tokens == 20, measured
+    assert node.ttft_s is not None and 0.149 <= node.ttft_s <= 0.165, measured
+    assert call.tpot_s is not None and abs(call.tpot_s - 0.025) <= 0.003, measured
+    assert replay("openai_chat").verdict(Expectations()) is None
+
+
+def test_anthropic_tools_capture_skips_the_empty_first_argument_fragment() -> None:
+    """Tool use: the named tool chunk and 6 argument fragments are tokens, the empty first
+    `input_json_delta` is not; usage 11 = 4 text + 1 + 6."""
+    first, second = llm_nodes("anthropic_tools")
+    (call,) = first.calls
+    assert call.tokens == 11 and call.output_tokens == 11, call
+    assert min(first.itl_s()) >= 0.010, f"spurious short gap: {min(first.itl_s())}"
+    assert second.tokens == 20
+    assert replay("anthropic_tools").verdict(Expectations()) is None

@@ -3,7 +3,7 @@
 Events are NamedTuples: immutable, and several times cheaper to build than frozen dataclasses
 on a path that runs for every token (docs/PERFORMANCE.md). Only what the timing model needs is
 kept; the rest of each payload (the ~0.7 KB metadata dict repeated in every token, the node
-input carried by `tasks` starts; wire §3) is dropped here.
+input carried by `tasks` starts; docs/WIRE.md §3) is dropped here.
 """
 
 from __future__ import annotations
@@ -31,30 +31,38 @@ __all__ = [
 
 
 class Metadata(NamedTuple):
-    """First event of every run, sent when a worker picks the run up (wire §2)."""
+    """First event of every run, sent when a worker picks the run up (docs/WIRE.md §2)."""
 
     run_id: str | None
     attempt: int | None
 
 
 class Message(NamedTuple):
-    """One `messages` tuple: a streamed chunk (`AIMessageChunk`) or a whole node-output message."""
+    """One `messages` tuple: a streamed chunk of an LLM call, or a whole node-output message.
+
+    A chunk is recognised by what it is, not by one server's type string (docs/WIRE.md §5):
+    Python types it `AIMessageChunk`, the JS server `ai` with `ls_integration:
+    "langchain_chat_model"` in the tuple metadata.
+    """
 
     msg_id: str
-    node: str  # namespace path without task ids: `research/inner_agent` (wire §7)
+    node: str  # namespace path without task ids: `research/inner_agent` (docs/WIRE.md §7)
     langgraph_node: str | None  # the raw metadata value (inner node name inside a subgraph)
-    task_id: str | None  # last `:`-suffix of `langgraph_checkpoint_ns` (wire §4)
-    is_chunk: bool  # AIMessageChunk: part of a streamed LLM call
-    is_token: bool  # a chunk with text or tool-call chunks (DESIGN §2); empty chunks are not
-    is_last: bool  # `chunk_position: "last"`: langchain-core's end-of-call marker (wire §5)
-    text: str  # the text this chunk adds (for content expectations)
+    task_id: str | None  # last `:`-suffix of `langgraph_checkpoint_ns` (docs/WIRE.md §4)
+    is_chunk: bool  # part of a streamed LLM call (not a whole message)
+    is_token: bool  # a chunk with output of any kind: text, reasoning or a tool-call fragment
+    is_answer: bool  # a token with non-reasoning output (text or a tool-call fragment)
+    is_last: bool  # `chunk_position: "last"`: langchain-core's end-of-call marker (docs/WIRE.md §5)
+    text: str  # the answer text this chunk adds (for content expectations)
     model: str | None
     provider: str | None
-    output_tokens: int | None  # from `usage_metadata`, when this chunk carries it
+    output_tokens: int | None  # `usage_metadata.output_tokens` on this chunk (summed per call)
+    reasoning_tokens: int | None  # `usage_metadata.output_token_details.reasoning` (summed)
+    thread_id: str | None  # the server's thread id from the tuple metadata (docs/WIRE.md §8)
 
 
 class TaskStart(NamedTuple):
-    """`tasks` event with `input`: a node execution starts (wire §5)."""
+    """`tasks` event with `input`: a node execution starts (docs/WIRE.md §5)."""
 
     task_id: str
     node: str
@@ -66,17 +74,18 @@ class TaskEnd(NamedTuple):
     task_id: str
     node: str
     error_type: str | None
+    error_message: str = ""
 
 
 class RunError(NamedTuple):
-    """`event: error` inside HTTP 200 (wire §8). The message may be masked by the server."""
+    """`event: error` inside HTTP 200 (docs/WIRE.md §8). The message may be masked by the server."""
 
     error_type: str
     message: str
 
 
 class End(NamedTuple):
-    """`event: end`: not sent by current servers (wire §2), accepted from older or hosted ones."""
+    """`event: end`: not sent by current servers, accepted from older ones (docs/WIRE.md §2)."""
 
 
 class Other(NamedTuple):
@@ -117,25 +126,120 @@ def _node_path(checkpoint_ns: str) -> tuple[str, str | None]:
     return sys.intern("/".join(names)), task_id
 
 
-def _text_of(content: Any) -> str:
+#: Content block types that carry reasoning, and the key of their text (docs/WIRE.md §13).
+_REASONING_BLOCKS = {
+    "thinking": "thinking",  # Anthropic extended thinking
+    "reasoning": "reasoning",  # langchain-core v1 standard blocks
+    "redacted_thinking": "data",  # Anthropic: encrypted, still output the model produced
+}
+#: Content block types that carry tool-call fragments, and the keys that make one non-empty.
+_TOOL_BLOCKS = {
+    "tool_call_chunk": ("name", "args"),
+    "tool_use": ("name",),
+    "input_json_delta": ("partial_json",),
+    "server_tool_call_chunk": ("name", "args"),
+}
+
+
+def _nonempty(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _summary_has_text(summary: Any) -> bool:
+    """OpenAI Responses reasoning summaries: `[{"type": "summary_text", "text": "…"}]`."""
+    return isinstance(summary, list) and any(
+        isinstance(part, dict) and _nonempty(part.get("text")) for part in summary
+    )
+
+
+def _block_output(block: dict[str, Any]) -> tuple[str, bool, bool]:
+    """(answer text, has reasoning, has a tool fragment) of one content block."""
+    kind = block.get("type")
+    if kind in _REASONING_BLOCKS:
+        has = _nonempty(block.get(_REASONING_BLOCKS[kind])) or _summary_has_text(
+            block.get("summary")
+        )
+        return "", has, False
+    if kind in _TOOL_BLOCKS:
+        return "", False, any(_nonempty(block.get(k)) for k in _TOOL_BLOCKS[kind])
+    text = block.get("text")
+    return (text if isinstance(text, str) else ""), False, False
+
+
+def _output(msg: dict[str, Any]) -> tuple[str, bool, bool]:
+    """(answer text, carries reasoning, carries a tool-call fragment) of one message.
+
+    Reasoning reaches the stream in several shapes (docs/WIRE.md §13): content blocks
+    (`thinking`, `reasoning` with a string or a nested `summary`), and `additional_kwargs`
+    (`reasoning_content` string, `reasoning.summary` list). A tool-call fragment counts when it
+    has a name or arguments: Anthropic's first `input_json_delta` is empty and is not output.
+    """
+    content = msg.get("content")
+    reasoning = tool = False
     if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        # Content blocks (some providers, output_version="v1"; wire §5).
+        text = content
+    elif isinstance(content, list):
         parts: list[str] = []
         for block in content:
             if isinstance(block, str):
                 parts.append(block)
             elif isinstance(block, dict):
-                text = block.get("text")
-                if isinstance(text, str):
-                    parts.append(text)
-        return "".join(parts)
-    return ""
+                part, r, t = _block_output(block)
+                parts.append(part)
+                reasoning = reasoning or r
+                tool = tool or t
+        text = "".join(parts)
+    else:
+        text = ""
+    extra = msg.get("additional_kwargs")
+    if isinstance(extra, dict) and extra:
+        if _nonempty(extra.get("reasoning_content")):
+            reasoning = True
+        value = extra.get("reasoning")
+        if _nonempty(value) or (
+            isinstance(value, dict) and _summary_has_text(value.get("summary"))
+        ):
+            reasoning = True
+    if not tool:
+        chunks = msg.get("tool_call_chunks")
+        if isinstance(chunks, list):
+            tool = any(
+                isinstance(c, dict) and (_nonempty(c.get("name")) or _nonempty(c.get("args")))
+                for c in chunks
+            )
+    return text, reasoning, tool
+
+
+def _is_chunk(msg: dict[str, Any], meta: dict[str, Any]) -> bool:
+    """A streamed chunk of an LLM call, on either server (docs/WIRE.md §5)."""
+    kind = msg.get("type")
+    if kind == "AIMessageChunk":
+        return True
+    integration = meta.get("ls_integration")
+    if integration == "langchain_chat_model":
+        return True
+    if integration == "langgraph":
+        return False  # a node-output message (JS), never a token
+    # No integration key: an `ai` message with `tool_call_chunks` was streamed (JS chunks
+    # always carry the array, whole messages do not).
+    return kind in ("ai", "AIMessageChunk") and "tool_call_chunks" in msg
+
+
+def _usage(msg: dict[str, Any]) -> tuple[int | None, int | None]:
+    usage = msg.get("usage_metadata")
+    if not isinstance(usage, dict):
+        return None, None
+    output = usage.get("output_tokens")
+    details = usage.get("output_token_details")
+    reasoning = details.get("reasoning") if isinstance(details, dict) else None
+    return (
+        output if isinstance(output, int) else None,
+        reasoning if isinstance(reasoning, int) else None,
+    )
 
 
 #: Above this size an event's JSON is parsed by the stdlib: orjson's parser peaks at about 13x
-#: the input (130 MB for one 10 MB token), the stdlib's at 2-5x (issue 7: memory bounded).
+#: the input (130 MB for one 10 MB token), the stdlib's at 2-5x (memory must stay bounded).
 LARGE_EVENT_BYTES = 1024 * 1024
 
 
@@ -176,13 +280,13 @@ def _message(name: str, ns_names: list[str], payload: Any) -> Message:
     else:
         node = "/".join([*ns_names, lg_node]) if isinstance(lg_node, str) else "/".join(ns_names)
         task_id = None
-    is_chunk = msg.get("type") == "AIMessageChunk"
-    text = _text_of(msg.get("content"))
-    tool_chunks = msg.get("tool_call_chunks")
-    usage = msg.get("usage_metadata")
-    output_tokens = usage.get("output_tokens") if isinstance(usage, dict) else None
+    is_chunk = _is_chunk(msg, meta)
+    text, reasoning, tool = _output(msg)
+    answer = bool(text) or tool
+    output_tokens, reasoning_tokens = _usage(msg)
     model = meta.get("ls_model_name")
     provider = meta.get("ls_provider")
+    thread_id = meta.get("thread_id")
     msg_id = msg.get("id")
     return Message(
         msg_id=msg_id if isinstance(msg_id, str) else "",
@@ -191,12 +295,15 @@ def _message(name: str, ns_names: list[str], payload: Any) -> Message:
         langgraph_node=sys.intern(lg_node) if isinstance(lg_node, str) else None,
         task_id=task_id,
         is_chunk=is_chunk,
-        is_token=is_chunk and (bool(text) or bool(tool_chunks)),
+        is_token=is_chunk and (answer or reasoning),
+        is_answer=is_chunk and answer,
         is_last=msg.get("chunk_position") == "last",
         text=text,
         model=model if isinstance(model, str) else None,
         provider=provider if isinstance(provider, str) else None,
-        output_tokens=output_tokens if isinstance(output_tokens, int) else None,
+        output_tokens=output_tokens,
+        reasoning_tokens=reasoning_tokens,
+        thread_id=thread_id if isinstance(thread_id, str) else None,
     )
 
 
@@ -210,19 +317,23 @@ def _task(name: str, ns_names: list[str], payload: Any) -> TaskStart | TaskEnd:
     if "input" in payload:
         return TaskStart(payload["id"], node)
     error = payload.get("error")
+    message = ""
     if isinstance(error, dict):
-        error_type: str | None = str(error.get("error") or "Error")
+        # Python: {"error": "RuntimeError", "message"}; JS: {"name", "message"} (docs/WIRE.md §5).
+        error_type: str | None = str(error.get("error") or error.get("name") or "Error")
+        message = str(error.get("message") or "")
     elif error:
         error_type = "Error"
+        message = str(error)
     else:
         error_type = None
-    return TaskEnd(payload["id"], node, error_type)
+    return TaskEnd(payload["id"], node, error_type, message[:500])
 
 
 def decode_event(name: str, data: bytes) -> LangGraphEvent:
     """Decode one SSE event into a LangGraph event.
 
-    Names may carry a namespace: `messages|research:<task id>` (wire §7); match on the prefix.
+    Names may carry a namespace, `messages|research:<task id>` (docs/WIRE.md §7): match the prefix.
     Raises `StreamProtocolError` on bad JSON or a wrong shape, and nothing for an `error`
     event is a value here; the prober decides it ends the run).
     """
@@ -248,6 +359,7 @@ def decode_event(name: str, data: bytes) -> LangGraphEvent:
         except (ValueError, RecursionError):
             payload = {"error": "Error", "message": data[:500].decode("utf-8", "replace")}
         if not isinstance(payload, dict):
+            # The JS server may send a bare JSON string: `data: "Run not found"` (docs/WIRE.md §8).
             payload = {"error": "Error", "message": str(payload)[:500]}
         return RunError(str(payload.get("error") or "Error"), str(payload.get("message") or ""))
     if base == "end":

@@ -32,43 +32,66 @@ def render_report(result: ProbeResult) -> Group:
         style="dim",
     )
     rel = result.since_request_s
+    connection = " · ".join(f"{k} {ms(v)}" for k, v in result.phase_durations_s().items())
+    answer = ""
+    if result.t_first_answer_ns != result.t_first_token_ns:
+        answer = f" · first answer token {ms(rel(result.t_first_answer_ns))}"
     phases = Text(
-        f"  headers {ms(rel(result.t_headers_ns))} · first event {ms(rel(result.t_first_event_ns))}"
-        f" · first token {ms(rel(result.t_first_token_ns))} · total {ms(result.duration_s)}"
+        (f"  {connection}\n" if connection else "") + f"  headers {ms(rel(result.t_headers_ns))}"
+        f" · first event {ms(rel(result.t_first_event_ns))}"
+        f" · first token {ms(rel(result.t_first_token_ns))}{answer}"
+        f" · total {ms(result.duration_s)}"
         f" · {result.tokens} tokens · {result.heartbeats} heartbeats"
     )
+    reasoning = any(n.reasoning_tokens for n in result.nodes)
+    cols = ["node", "model", "TTFT", *(["answer"] if reasoning else [])]
+    cols += ["ITL p50", "ITL p95", "ITL max", "tokens", "TPOT", "duration"]
     table = Table(title=None, show_edge=False, pad_edge=False, box=None, header_style="bold")
-    for col in ("node", "model", "TTFT", "ITL p50", "ITL p95", "ITL max", "tokens", "TPOT"):
+    for col in cols:
         table.add_column(col, justify="left" if col in ("node", "model") else "right")
-    table.add_column("duration", justify="right")
     for node in result.nodes:
         calls = [c for c in node.calls if c.token_ns]
         if not calls:
-            table.add_row(node.node, "–", "–", "–", "–", "–", "0", "–", ms(node.duration_s))
+            empty = ["–"] * (len(cols) - 4)
+            table.add_row(node.node, *empty, "0", "–", ms(node.duration_s))
             continue
         for i, call in enumerate(calls):
             gaps = list(call.itl_s)
             ttft = node.ttft_s if i == 0 else call.ttft_s
-            table.add_row(
+            tokens = str(call.tokens)
+            if call.reasoning_tokens:
+                tokens += f" ({call.reasoning_tokens}r)"
+            row = [
                 node.node if i == 0 else "",
                 call.model or "–",
                 ms(ttft) + ("*" if i == 0 and node.basis != "tasks" else ""),
+                *([ms(call.answer_ttft_s)] if reasoning else []),
                 ms(quantile(gaps, 0.5)),
                 ms(quantile(gaps, 0.95)),
                 ms(max(gaps) if gaps else None),
-                str(call.tokens),
+                tokens,
                 ms(call.tpot_s),
                 ms(node.duration_s) if i == 0 else "",
-            )
+            ]
+            table.add_row(*row)
     parts: list[Text | Table] = [head, phases, Text(""), table]
     if any(n.basis != "tasks" for n in result.nodes if n.calls):
         parts.append(Text("  * no `tasks` start seen: TTFT counted from the previous boundary"))
-    ratio = result.buffered_gap_ratio()
-    if ratio is not None and ratio > 0.5:
+    if reasoning:
+        parts.append(Text("  (Nr): N of the tokens were reasoning; answer = first answer token"))
+    if result.stream_mode_fallback:
         parts.append(
             Text(
-                f"  ! {ratio:.0%} of token gaps are under 1 ms: something between us and the"
-                " server buffers the stream",
+                "  the server rejected `tasks`: probed with stream_mode"
+                f" {list(result.stream_mode)}",
+                style="yellow",
+            )
+        )
+    buffered, why = result.buffering()
+    if buffered:
+        parts.append(
+            Text(
+                f"  ! buffered: {why}: something between us and the model holds tokens back",
                 style="yellow",
             )
         )

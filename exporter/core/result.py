@@ -1,8 +1,8 @@
 """The one value every sink reads: an immutable record of one probe. Pure: no I/O.
 
 Stamps are monotonic nanoseconds (`_ns`); derived durations are seconds (`_s`). Metric definitions
-are DESIGN §2: run TTFT from the request, node TTFT from the node's `tasks` start, ITL only between
-tokens of the same LLM call, TPOT over `usage_metadata.output_tokens` when the model sent it.
+(docs/WIRE.md §17): run TTFT from the request, node TTFT from the node's `tasks` start, ITL only
+between tokens of the same LLM call, TPOT over `usage_metadata.output_tokens` when sent.
 """
 
 from __future__ import annotations
@@ -16,10 +16,16 @@ __all__ = ["CallTiming", "EventLog", "Failure", "NodeExecution", "ProbeResult"]
 
 _NS = 1e9
 
+#: The buffered verdict (`ProbeResult.buffering`): a gap this short is not a model's.
+BUFFERED_GAP_S = 0.001
+BUFFERED_MIN_GAPS = 4
+BUFFERED_SHARE = 0.6
+BUFFERED_MIN_BURST = 8
+
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """Why a probe failed. `error_type` is the server's error class for `run_error` (wire §8)."""
+    """Why a probe failed. `error_type`: the server's exception class (docs/WIRE.md §8)."""
 
     kind: FailureKind
     message: str
@@ -39,8 +45,10 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class CallTiming:
-    """One LLM call (one message id, wire §5): the arrival stamp of each of its tokens.
+    """One LLM call (one message id, docs/WIRE.md §5): the arrival stamp of each of its tokens.
 
+    A token is an output chunk of any kind: text, reasoning or a tool-call fragment
+    (README "How it measures"). `reasoning[i]` is 1 when token `i` carried only reasoning.
     `basis_ns` is the boundary its TTFT counts from: the node's start for the node's first call,
     else the end of the previous call in the same node execution (a node may call a model twice).
     """
@@ -50,30 +58,83 @@ class CallTiming:
     provider: str | None
     token_ns: tuple[int, ...]
     basis_ns: int | None
-    output_tokens: int | None
-    completed: bool  # saw `chunk_position: "last"`: the call finished streaming (wire §5)
+    output_tokens: int | None  # `usage_metadata.output_tokens`, summed over the call's chunks
+    completed: bool  # saw `chunk_position: "last"`: the call finished streaming (docs/WIRE.md §5)
+    reasoning: bytes = b""
+    usage_reasoning_tokens: int | None = None  # `output_token_details.reasoning`, summed
 
     @property
     def tokens(self) -> int:
         return len(self.token_ns)
 
     @property
+    def reasoning_tokens(self) -> int:
+        """Tokens streamed that carried only reasoning."""
+        return sum(self.reasoning)
+
+    @property
+    def first_answer_ns(self) -> int | None:
+        """Arrival of the first non-reasoning token (text or a tool-call fragment)."""
+        for t, r in zip(self.token_ns, self.reasoning or bytes(len(self.token_ns)), strict=True):
+            if not r:
+                return t
+        return None
+
+    @property
     def ttft_s(self) -> float | None:
+        """First output of any kind, reasoning included, minus `basis_ns` (OTel's time to first
+        chunk)."""
         if not self.token_ns or self.basis_ns is None:
             return None
         return (self.token_ns[0] - self.basis_ns) / _NS
 
     @property
+    def answer_ttft_s(self) -> float | None:
+        """Time to first answer token: first non-reasoning token minus `basis_ns`."""
+        first = self.first_answer_ns
+        if first is None or self.basis_ns is None:
+            return None
+        return (first - self.basis_ns) / _NS
+
+    @property
     def itl_s(self) -> tuple[float, ...]:
+        """Every gap between consecutive tokens of this call, reasoning included."""
         t = self.token_ns
         return tuple((t[i] - t[i - 1]) / _NS for i in range(1, len(t)))
 
+    def _switches(self) -> tuple[int, int]:
+        """(number of reasoning<->answer switches, total ns spent in those switch gaps)."""
+        r, t = self.reasoning, self.token_ns
+        count = pause = 0
+        for i in range(1, min(len(r), len(t))):
+            if r[i] != r[i - 1]:
+                count += 1
+                pause += t[i] - t[i - 1]
+        return count, pause
+
+    def tpot_basis(self) -> tuple[int, str]:
+        """(N, where N came from) for TPOT: usage output tokens summed over the chunks, less
+        reasoning tokens that were never streamed ("usage"); else the streamed token count
+        ("chunks")."""
+        if self.output_tokens:
+            hidden = max(0, (self.usage_reasoning_tokens or 0) - self.reasoning_tokens)
+            n = self.output_tokens - hidden
+            if n >= self.tokens:
+                return n, "usage"
+        return self.tokens, "chunks"
+
     @property
     def tpot_s(self) -> float | None:
-        n = self.output_tokens if self.output_tokens else self.tokens
-        if n < 2 or len(self.token_ns) < 2:
+        """Time per output token: streaming time / (N - 1), both without the pauses where the
+        call switched between reasoning and answer (those are visible in ITL instead).
+
+        N is `tpot_basis()`; None below 2 tokens.
+        """
+        n, _ = self.tpot_basis()
+        switches, pause_ns = self._switches()
+        if n - switches < 2 or len(self.token_ns) < 2:
             return None
-        return (self.token_ns[-1] - self.token_ns[0]) / _NS / (n - 1)
+        return (self.token_ns[-1] - self.token_ns[0] - pause_ns) / _NS / (n - 1 - switches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +142,7 @@ class NodeExecution:
     """One node execution (one task id). `basis` says where its TTFT counts from.
 
     `basis` is "tasks" when the `tasks` start was seen, else "previous_boundary" (the last
-    metadata, task end or call end before its first chunk; DESIGN §2 fallback).
+    metadata, task end or call end before its first chunk; docs/WIRE.md §17 fallback).
     """
 
     node: str
@@ -104,10 +165,28 @@ class NodeExecution:
 
     @property
     def ttft_s(self) -> float | None:
+        """First token of any kind (reasoning included) minus the node's start."""
         first = self.first_token_ns
         if first is None or self.basis_ns is None:
             return None
         return (first - self.basis_ns) / _NS
+
+    @property
+    def first_answer_ns(self) -> int | None:
+        firsts = [f for c in self.calls if (f := c.first_answer_ns) is not None]
+        return min(firsts) if firsts else None
+
+    @property
+    def answer_ttft_s(self) -> float | None:
+        """First answer (non-reasoning) token minus the node's start."""
+        first = self.first_answer_ns
+        if first is None or self.basis_ns is None:
+            return None
+        return (first - self.basis_ns) / _NS
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return sum(c.reasoning_tokens for c in self.calls)
 
     @property
     def duration_s(self) -> float | None:
@@ -146,8 +225,8 @@ class ProbeResult:
     url: str
     assistant_id: str
     mode: str
-    t_request_ns: int  # monotonic, just before the run request was written (DESIGN §1.3)
-    wall_request_ns: int  # time.time_ns() taken with t_request_ns: the anchor for span times
+    t_request_ns: int  # monotonic: the run request was written to an open connection
+    wall_request_ns: int  # epoch ns of the same instant: the anchor for span times
     t_end_ns: int
     failure: Failure | None
     run_id: str | None = None
@@ -166,9 +245,17 @@ class ProbeResult:
     text: str = ""
     labels: tuple[tuple[str, str], ...] = ()
     log: tuple[str, ...] = ()
-    #: Tokens that arrived past the stamping cap (`timing.MAX_TOKENS_STAMPED`): counted, not in
-    #: any call's `token_ns`.
-    tokens_dropped: int = 0
+    # Connection phases (monotonic ns), before t_request; None when not measured (docs/WIRE.md §1)
+    t_start_ns: int | None = None  # the probe began: before DNS, connect and TLS
+    t_dns_ns: int | None = None  # name resolved
+    t_connect_ns: int | None = None  # TCP connected (to the proxy when there is one)
+    t_proxy_ns: int | None = None  # CONNECT tunnel through the proxy established
+    t_tls_ns: int | None = None  # TLS handshake with the origin done
+    t_first_answer_ns: int | None = None  # first non-reasoning token of the run
+    stream_mode: tuple[str, ...] = ("messages-tuple", "tasks")
+    stream_mode_fallback: bool = False  # the server rejected `tasks`: asked again without it
+    tokens_dropped: int = 0  # tokens past the stamping cap: counted, not stamped
+    content_encoding: str | None = None  # a proxy compressed the stream anyway
 
     @property
     def success(self) -> bool:
@@ -199,16 +286,65 @@ class ProbeResult:
         """Epoch nanoseconds for a monotonic stamp of this probe (for OTLP spans)."""
         return self.wall_request_ns + (ns - self.t_request_ns)
 
+    @property
+    def answer_ttft_s(self) -> float | None:
+        """Run time to first answer token: first non-reasoning token minus the request."""
+        return self.since_request_s(self.t_first_answer_ns)
+
+    def phase_durations_s(self) -> dict[str, float]:
+        """Durations of the connection phases that were measured: `dns`, `connect`,
+        `proxy_connect`, `tls`, `request_write` (the last one ends at t_request)."""
+        out: dict[str, float] = {}
+        prev = self.t_start_ns
+        for name, ns in (
+            ("dns", self.t_dns_ns),
+            ("connect", self.t_connect_ns),
+            ("proxy_connect", self.t_proxy_ns),
+            ("tls", self.t_tls_ns),
+            ("request_write", self.t_request_ns if self.t_start_ns is not None else None),
+        ):
+            if ns is not None and prev is not None:
+                out[name] = max(0, ns - prev) / _NS
+                prev = ns
+        return out
+
+    def since_start_s(self, ns: int | None) -> float | None:
+        """Seconds from the probe's start (connection set-up included): what a user feels."""
+        start = self.t_start_ns if self.t_start_ns is not None else self.t_request_ns
+        return None if ns is None else (ns - start) / _NS
+
     def buffered_gap_ratio(self) -> float | None:
-        """Share of inter-token gaps under 1 ms: near 1 when a proxy buffers SSE (DESIGN §7.1)."""
+        """Share of inter-token gaps under 1 ms: near 1 when something buffers the stream."""
         gaps = [g for n in self.nodes for g in n.itl_s()]
         if not gaps:
             return None
-        return sum(1 for g in gaps if g < 0.001) / len(gaps)
+        return sum(1 for g in gaps if g < BUFFERED_GAP_S) / len(gaps)
+
+    def buffering(self) -> tuple[bool, str]:
+        """(buffered, why): did tokens arrive in bursts no model produces? README "How it
+        measures" defines it: the stream was compressed on the way, or at least
+        `BUFFERED_MIN_GAPS` gaps and `BUFFERED_SHARE` of them under 1 ms, or at least
+        `BUFFERED_MIN_BURST` tokens (and half the run's) in one socket read."""
+        if self.content_encoding:
+            return True, f"compressed on the way (content-encoding {self.content_encoding})"
+        gaps = [g for n in self.nodes for g in n.itl_s()]
+        if len(gaps) >= BUFFERED_MIN_GAPS:
+            share = sum(1 for g in gaps if g < BUFFERED_GAP_S) / len(gaps)
+            if share >= BUFFERED_SHARE:
+                return True, f"{share:.0%} of {len(gaps)} inter-token gaps under 1 ms"
+        burst = self.max_tokens_per_read
+        if burst >= BUFFERED_MIN_BURST and burst * 2 >= self.tokens:
+            return True, f"{burst} of {self.tokens} tokens arrived in one read"
+        return False, ""
+
+    @property
+    def buffered(self) -> bool:
+        return self.buffering()[0]
 
     def to_dict(self) -> dict[str, Any]:
-        """The `probe --json` shape (issue 3); fields are only ever added, never renamed."""
+        """The `probe --json` shape; fields are only ever added, never renamed."""
         rel = self.since_request_s
+        buffered, why = self.buffering()
         return {
             "outcome": self.outcome,
             "failure": None if self.failure is None else self.failure.to_dict(),
@@ -222,19 +358,33 @@ class ProbeResult:
             "span_id": self.span_id,
             "http_status": self.http_status,
             "t_request_ns": self.t_request_ns,
+            "stream_mode": list(self.stream_mode),
+            "stream_mode_fallback": self.stream_mode_fallback,
             "phases_s": {
+                **self.phase_durations_s(),
                 "headers": rel(self.t_headers_ns),
                 "first_event": rel(self.t_first_event_ns),
                 "first_token": rel(self.t_first_token_ns),
+                "first_answer_token": rel(self.t_first_answer_ns),
                 "total": self.duration_s,
             },
+            "time_from_probe_start_s": {
+                "first_token": self.since_start_s(self.t_first_token_ns),
+                "first_answer_token": self.since_start_s(self.t_first_answer_ns),
+                "total": self.since_start_s(self.t_end_ns),
+            },
             "tokens": self.tokens,
+            "reasoning_tokens": sum(n.reasoning_tokens for n in self.nodes),
             "tokens_dropped": self.tokens_dropped,
             "heartbeats": self.heartbeats,
             "bytes_read": self.bytes_read,
+            "buffered": buffered,
             "buffering": {
+                "buffered": buffered,
+                "why": why or None,
                 "gap_ratio_below_1ms": self.buffered_gap_ratio(),
                 "max_tokens_per_read": self.max_tokens_per_read,
+                "content_encoding": self.content_encoding,
             },
             "nodes": [
                 {
@@ -243,7 +393,10 @@ class ProbeResult:
                     "start_s": rel(n.start_ns),
                     "end_s": rel(n.end_ns),
                     "ttft_s": n.ttft_s,
+                    "answer_ttft_s": n.answer_ttft_s,
                     "ttft_basis": n.basis,
+                    "tokens": n.tokens,
+                    "reasoning_tokens": n.reasoning_tokens,
                     "duration_s": n.duration_s,
                     "error_type": n.error_type,
                     "calls": [
@@ -254,10 +407,15 @@ class ProbeResult:
                             "first_token_s": rel(c.token_ns[0]),
                             "last_token_s": rel(c.token_ns[-1]),
                             "tokens": c.tokens,
+                            "reasoning_tokens": c.reasoning_tokens,
                             "output_tokens": c.output_tokens,
+                            "usage_reasoning_tokens": c.usage_reasoning_tokens,
                             "ttft_s": c.ttft_s,
+                            "answer_ttft_s": c.answer_ttft_s,
                             "itl_s": list(c.itl_s),
                             "tpot_s": c.tpot_s,
+                            "tpot_tokens": c.tpot_basis()[0],
+                            "tpot_count": c.tpot_basis()[1],
                             "completed": c.completed,
                         }
                         for c in n.calls

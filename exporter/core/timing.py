@@ -24,7 +24,7 @@ from exporter.core.result import CallTiming, EventLog, Failure, NodeExecution
 
 __all__ = ["Expectations", "Timeline"]
 
-#: Caps that keep an endless or hostile stream from growing memory without bound (issue 7).
+#: Caps that keep an endless or hostile stream from growing memory without bound.
 MAX_EVENTS_LOGGED = 50_000
 MAX_TOKENS_STAMPED = 200_000
 MAX_TEXT_CHARS = 64 * 1024
@@ -46,7 +46,9 @@ class _Call:
     provider: str | None
     basis_ns: int | None
     token_ns: list[int] = field(default_factory=list)
-    output_tokens: int | None = None
+    reasoning: bytearray = field(default_factory=bytearray)  # 1 per reasoning-only token
+    output_tokens: int | None = None  # summed over chunks (langchain-core adds usage)
+    usage_reasoning_tokens: int | None = None
     completed: bool = False
 
 
@@ -61,6 +63,7 @@ class _Exec:
     error_type: str | None = None
     calls: dict[str, _Call] = field(default_factory=dict)
     last_call_end_ns: int | None = None
+    current: _Call | None = None  # the call that streamed last in this execution
 
 
 class Timeline:
@@ -71,7 +74,10 @@ class Timeline:
         self.t_headers_ns: int | None = None
         self.t_first_event_ns: int | None = None
         self.t_first_token_ns: int | None = None
+        self.t_first_answer_ns: int | None = None
         self.run_id: str | None = None
+        self.server_thread_id: str | None = None  # from tuple metadata (docs/WIRE.md §8)
+        self.end_markers_seen = False  # the server marks call ends (`chunk_position`)
         self.run_error: RunError | None = None
         self.ended = False  # an explicit `end` event was seen
         self._execs: dict[str, _Exec] = {}
@@ -89,8 +95,14 @@ class Timeline:
         self._burst_seq = -1
         self._burst = 0
         self.max_tokens_per_read = 0
+        self._task_error: TaskEnd | None = None
 
     # ---------------------------------------------------------------- feeding
+
+    def request_written(self, ns: int) -> None:
+        """Move t_request to when the request was written to an open connection: connect and
+        TLS are phases of their own, not part of time to headers or TTFT."""
+        self.t_request_ns = ns
 
     def headers(self, recv_ns: int) -> None:
         self.t_headers_ns = recv_ns
@@ -122,6 +134,10 @@ class Timeline:
                 )
             ex.end_ns = recv_ns
             ex.error_type = ev.error_type
+            if ev.error_type is not None:
+                self._task_error = ev
+            elif self._task_error is not None and self._task_error.node == ev.node:
+                self._task_error = None  # retried and succeeded
             self._last_boundary_ns = recv_ns
         elif isinstance(ev, Metadata):
             if self.run_id is None:
@@ -148,8 +164,10 @@ class Timeline:
         return ex
 
     def _message(self, msg: Message, recv_ns: int, chunk_seq: int) -> None:
+        if self.server_thread_id is None and msg.thread_id is not None:
+            self.server_thread_id = msg.thread_id
         if not msg.is_chunk:
-            # A whole message. If its id was streamed, it is the duplicate copy (langgraph #6153).
+            # A whole message. If its id was streamed, it is the duplicate copy (docs/WIRE.md §5).
             if msg.msg_id not in self._chunk_ids:
                 self._exec_for(msg)
                 self._add_text(msg.text)
@@ -158,16 +176,23 @@ class Timeline:
         ex = self._exec_for(msg)
         call = ex.calls.get(msg.msg_id)
         if call is None:
-            basis = ex.last_call_end_ns if ex.last_call_end_ns is not None else ex.basis_ns
-            call = ex.calls[msg.msg_id] = _Call(msg.msg_id, msg.model, msg.provider, basis)
+            if not (msg.is_token or msg.is_last or msg.output_tokens is not None):
+                # Nothing to time yet: a role-only chunk, or the Responses API's first chunk,
+                # whose id (`resp_…`) differs from the rest of the call (docs/WIRE.md §13).
+                return
+            call = self._new_call(ex, msg)
         if msg.is_token:
             if self._tokens_stamped < MAX_TOKENS_STAMPED:
                 call.token_ns.append(recv_ns)
+                call.reasoning.append(0 if msg.is_answer else 1)
                 self._tokens_stamped += 1
             else:
                 self.tokens_dropped += 1
+            ex.current = call
             if self.t_first_token_ns is None:
                 self.t_first_token_ns = recv_ns
+            if msg.is_answer and self.t_first_answer_ns is None:
+                self.t_first_answer_ns = recv_ns
             self._add_text(msg.text)
             if chunk_seq == self._burst_seq:
                 self._burst += 1
@@ -175,11 +200,27 @@ class Timeline:
                 self._burst_seq, self._burst = chunk_seq, 1
             self.max_tokens_per_read = max(self.max_tokens_per_read, self._burst)
         if msg.output_tokens is not None:
-            call.output_tokens = msg.output_tokens
+            call.output_tokens = (call.output_tokens or 0) + msg.output_tokens
+        if msg.reasoning_tokens is not None:
+            call.usage_reasoning_tokens = (call.usage_reasoning_tokens or 0) + msg.reasoning_tokens
         if msg.is_last:
+            self.end_markers_seen = True
             call.completed = True
             ex.last_call_end_ns = recv_ns
             self._last_boundary_ns = recv_ns
+
+    def _new_call(self, ex: _Exec, msg: Message) -> _Call:
+        """A call's TTFT counts from the previous call's end in the same execution (its end
+        marker, else its last token: the JS server sends no end markers), else the node's
+        start."""
+        basis = ex.last_call_end_ns
+        prev = ex.current
+        if prev is not None and prev.token_ns and not prev.completed:
+            basis = max(basis or 0, prev.token_ns[-1])
+        if basis is None:
+            basis = ex.basis_ns
+        call = ex.calls[msg.msg_id] = _Call(msg.msg_id, msg.model, msg.provider, basis)
+        return call
 
     def _add_text(self, text: str) -> None:
         if text and self._text_len < MAX_TEXT_CHARS:
@@ -216,6 +257,8 @@ class Timeline:
                         c.basis_ns,
                         c.output_tokens,
                         c.completed,
+                        reasoning=bytes(c.reasoning),
+                        usage_reasoning_tokens=c.usage_reasoning_tokens,
                     )
                     for c in ex.calls.values()
                 ),
@@ -233,14 +276,18 @@ class Timeline:
     def unfinished(self) -> str | None:
         """What is still open at EOF: a started task with no end, or a call with no last chunk.
 
-        A cancelled run "just ends" (wire §8), so a bare EOF is only a clean end when nothing is
-        left open.
+        A cancelled run "just ends" (docs/WIRE.md §8), so a bare EOF is only a clean end when
+        nothing is known to be open. A call is known to be open only on a server that marks call
+        ends (`chunk_position`); servers without `tasks` or end markers (the JS server, older
+        ones) end cleanly at EOF (docs/WIRE.md §12).
         """
         for ex in self._execs.values():
             if ex.start_ns is not None and ex.end_ns is None:
                 return f"node {ex.node!r} started but never ended"
+            if not self.end_markers_seen or ex.end_ns is not None:
+                continue
             for c in ex.calls.values():
-                if c.token_ns and not c.completed and ex.end_ns is None:
+                if c.token_ns and not c.completed:
                     return f"LLM call {c.msg_id!r} in node {ex.node!r} never finished"
         return None
 
@@ -252,6 +299,16 @@ class Timeline:
                 FailureKind.RUN_ERROR,
                 f"{ev.error_type}: {ev.message}",
                 error_type=ev.error_type,
+                phase="stream",
+            )
+        if self._task_error is not None and "/" not in self._task_error.node:
+            # A root node failed and the stream ended without an `error` event: any terminal
+            # signal that reports an error is a run error (docs/WIRE.md §6).
+            te = self._task_error
+            return Failure(
+                FailureKind.RUN_ERROR,
+                f"{te.error_type}: node {te.node!r} failed: {te.error_message}".rstrip(": "),
+                error_type=te.error_type,
                 phase="stream",
             )
         if not self.ended:

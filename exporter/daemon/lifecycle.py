@@ -1,6 +1,6 @@
 """The long-running exporter: config, scheduler, sinks and the HTTP server in one event loop.
 
-Lifecycle (uvicorn's `Server` is the model, STYLE §6):
+Lifecycle (uvicorn's `Server` is the model):
 
 1. Load settings (`LGSE_*`) and the targets file; an invalid file at start exits 1.
 2. Start the scheduler and the HTTP server; `/readyz` turns 200.
@@ -104,7 +104,7 @@ def configure_logging(settings: Settings, masker: Masker) -> None:
 
 
 def warn_on_open_secret_files(targets: Iterable[Target]) -> None:
-    """A secret file other users can read is worth a warning at start (issue 7)."""
+    """A secret file other users can read is worth a warning at start."""
     for target in targets:
         for path in target.secret_files():
             try:

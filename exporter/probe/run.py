@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import httpx
 import orjson
@@ -32,12 +33,15 @@ from exporter.http.client import (
     classify_transport_error,
     client_for,
     consume_body,
+    content_encoding,
     headers_arrival_ns,
     response_excerpt,
     transport_errors,
 )
 from exporter.probe import threads
 from exporter.probe.request import (
+    STREAM_MODE,
+    STREAM_MODE_FALLBACK,
     TraceParent,
     request_body,
     request_headers,
@@ -72,7 +76,13 @@ async def probe(
     trace = trace or TraceParent.new()
     owns_client = client is None
     if client is None:
-        client = client_for(target, transport=transport)
+        try:
+            client = client_for(target, transport=transport)
+        except ProbeFailure as exc:  # e.g. the ca_file vanished since the config loaded
+            t0_ns, wall0_ns = time.monotonic_ns(), time.time_ns()
+            return failed_result(
+                target, trace, t0_ns, wall0_ns, exc.kind, exc.message, phase=exc.phase
+            )
     one = _Probe(target, trace, client, log)
     try:
         if target.mode == "thread":
@@ -108,6 +118,8 @@ def failed_result(
     wall0_ns: int,
     kind: FailureKind,
     message: str,
+    *,
+    phase: str | None = None,
 ) -> ProbeResult:
     """The result of a probe that never got to send its request (e.g. skipped or cancelled)."""
     return ProbeResult(
@@ -115,7 +127,7 @@ def failed_result(
         t_request_ns=t0_ns,
         wall_request_ns=wall0_ns,
         t_end_ns=time.monotonic_ns(),
-        failure=Failure(kind, message),
+        failure=Failure(kind, message, phase=phase),
     )
 
 
@@ -136,8 +148,11 @@ class _Probe:
         self.headers = request_headers(target, trace)
         self._secrets = sent_secrets(target, self.headers)
         self._log = log
-        self.timeline = Timeline(time.monotonic_ns())
-        self.wall_request_ns = time.time_ns()
+        self.t_start_ns = time.monotonic_ns()
+        self.wall_start_ns = time.time_ns()
+        self.timeline = Timeline(self.t_start_ns)
+        self.phases = _Phases()
+        self.stream_mode = _stream_mode_for(target)
         self.failure: Failure | None = None
         self.thread_id: str | None = None
         self.location_run_id: str | None = None  # known from the headers, before `metadata`
@@ -159,9 +174,25 @@ class _Probe:
         return self._secrets.text(text)
 
     def restart_clock(self) -> None:
-        """t_request is taken just before the run request, after any thread creation."""
-        self.timeline = Timeline(time.monotonic_ns())
-        self.wall_request_ns = time.time_ns()
+        """The run request's clock starts after any thread creation (and again on a retry)."""
+        self.t_start_ns = time.monotonic_ns()
+        self.wall_start_ns = time.time_ns()
+        self.timeline = Timeline(self.t_start_ns)
+        self.decoder = SSEDecoder()
+        self.phases = _Phases()
+
+    def connection_phases(self, response: httpx.Response) -> None:
+        """Take the transport's connection stamps; t_request becomes the moment the request
+        was written to the open connection (README "How it measures")."""
+        arrival = response.extensions.get("arrival")
+        ph = self.phases
+        ph.dns = getattr(arrival, "dns_done_ns", None)
+        ph.connect = getattr(arrival, "connect_done_ns", None)
+        ph.proxy = getattr(arrival, "proxy_connect_done_ns", None)
+        ph.tls = getattr(arrival, "tls_done_ns", None)
+        written = getattr(arrival, "request_written_ns", None)
+        if isinstance(written, int) and written >= self.t_start_ns:
+            self.timeline.request_written(written)
 
     def fail(self, exc: ProbeFailure) -> None:
         if self.failure is None:
@@ -181,10 +212,11 @@ class _Probe:
             failure = tl.verdict(_expectations(self.target))
             if failure is not None:  # e.g. an `event: error` message quoting the request
                 failure = dataclasses.replace(failure, message=self.mask(failure.message))
+        ph = self.phases
         return ProbeResult(
             **_identity(self.target, self.trace),  # type: ignore[arg-type]
             t_request_ns=tl.t_request_ns,
-            wall_request_ns=self.wall_request_ns,
+            wall_request_ns=self.wall_start_ns + (tl.t_request_ns - self.t_start_ns),
             t_end_ns=end,
             failure=failure,
             run_id=tl.run_id or self.location_run_id,
@@ -198,9 +230,17 @@ class _Probe:
             heartbeats=self.decoder.comments,
             bytes_read=self.decoder.bytes_read,
             max_tokens_per_read=tl.max_tokens_per_read,
-            tokens_dropped=tl.tokens_dropped,
             text=tl.text,
             log=tuple(self.log),
+            t_start_ns=self.t_start_ns,
+            t_dns_ns=ph.dns,
+            t_connect_ns=ph.connect,
+            t_proxy_ns=ph.proxy,
+            t_tls_ns=ph.tls,
+            t_first_answer_ns=tl.t_first_answer_ns,
+            stream_mode=self.stream_mode,
+            stream_mode_fallback=self.stream_mode != STREAM_MODE,
+            tokens_dropped=tl.tokens_dropped,
         )
 
     async def create_thread(self) -> None:
@@ -214,7 +254,20 @@ class _Probe:
         self.say(f"created thread {self.thread_id}")
 
     async def run(self) -> None:
-        """The run request and its stream; every outcome is recorded, nothing raised."""
+        """The run request and its stream; every outcome is recorded, nothing raised.
+
+        A server that rejects `tasks` in `stream_mode` (older langgraph-api: 422; docs/WIRE.md
+        §12) is asked once more with `messages-tuple` alone, and remembered for this target.
+        """
+        try:
+            await self._attempt()
+        except _StreamModeRejected as rejected:
+            _NO_TASKS.add(_server_key(self.target))
+            self.stream_mode = STREAM_MODE_FALLBACK
+            self.say(f"server rejected stream_mode {list(STREAM_MODE)}: {rejected}; retrying")
+            await self._attempt()
+
+    async def _attempt(self) -> None:
         target, client, headers = self.target, self.client, self.headers
         path = (
             "/runs/stream" if self.thread_id is None else f"/threads/{self.thread_id}/runs/stream"
@@ -222,7 +275,7 @@ class _Probe:
         request = client.build_request(
             "POST",
             target.url + path,
-            content=orjson.dumps(request_body(target)),
+            content=orjson.dumps(request_body(target, self.stream_mode)),
             headers=headers,
         )
         self.restart_clock()
@@ -234,6 +287,7 @@ class _Probe:
         try:
             async with asyncio.timeout(deadlines.headers_s) as timer:
                 response = await client.send(request, stream=True)
+                self.connection_phases(response)
                 tl.headers(headers_arrival_ns(response))
                 self.http_status = response.status_code
                 self.say(
@@ -241,6 +295,8 @@ class _Probe:
                 )
                 if response.status_code >= 300:
                     detail = await response_excerpt(response)
+                    if _rejects_tasks(response.status_code, detail, self.stream_mode):
+                        raise _StreamModeRejected(f"HTTP {response.status_code}: {detail}")
                     raise HTTPStatusFailure(
                         response.status_code, f"HTTP {response.status_code}: {detail}", detail
                     )
@@ -249,6 +305,18 @@ class _Probe:
                     detail = await response_excerpt(response)
                     raise ProbeFailure(
                         f"expected text/event-stream, got {ctype!r}: {detail}",
+                        kind=FailureKind.NOT_SSE,
+                        phase="headers",
+                    )
+                encoding = content_encoding(response)
+                if encoding is not None:
+                    # NOTE: we ask for identity; a compressed stream was compressed on the way,
+                    # and compressing buffers it, so its arrival times would not be the
+                    # server's (docs/RELIABILITY.md): refuse it rather than measure a buffer.
+                    raise ProbeFailure(
+                        f"the event stream arrived compressed (content-encoding {encoding!r})"
+                        " although the probe asked for identity: a proxy or gateway compresses"
+                        " and buffers it",
                         kind=FailureKind.NOT_SSE,
                         phase="headers",
                     )
@@ -302,6 +370,8 @@ class _Probe:
         except transport_errors() as exc:
             self.t_end_ns = time.monotonic_ns()
             self.fail(classify_transport_error(exc, streaming=streaming))
+        except _StreamModeRejected:
+            raise
         except (
             Exception
         ) as exc:  # a bug of ours: reported as `internal`, never raised to the caller
@@ -322,18 +392,54 @@ class _Probe:
             self.say(f"failed ({self.failure.kind.value}): {self.failure.message}")
 
     async def clean_up(self) -> None:
-        """Stop the run if it may still be running; in thread mode, delete the thread."""
+        """Stop the run if it may still be running; in thread mode, delete the thread.
+
+        A stateless run is cancelled through its temporary thread (its id is in the tokens'
+        metadata) when the probe gave up early: the JS server ignores `on_disconnect` for
+        stateless runs (docs/WIRE.md §8).
+        """
         finished = self.clean_eof and self.timeline.unfinished() is None
         await threads.clean_up(
             self.client,
             self.target,
             self.headers,
-            thread_id=self.thread_id,
+            thread_id=self.thread_id or self.timeline.server_thread_id,
             run_id=self.timeline.run_id or self.location_run_id,
             run_finished=finished,
             delete=self.target.mode == "thread",
             say=self.say,
         )
+
+
+class _StreamModeRejected(Exception):
+    """The server refused `tasks` in `stream_mode`; the probe asks again without it."""
+
+
+#: Servers (by base URL) known to reject `tasks`: asked with `messages-tuple` alone from then on.
+_NO_TASKS: set[str] = set()
+
+
+def _server_key(target: Target) -> str:
+    return target.url
+
+
+def _stream_mode_for(target: Target) -> tuple[str, ...]:
+    return STREAM_MODE_FALLBACK if _server_key(target) in _NO_TASKS else STREAM_MODE
+
+
+def _rejects_tasks(status: int, detail: str, stream_mode: tuple[str, ...]) -> bool:
+    """A 400/422 whose message is about `stream_mode`, while we asked for `tasks`."""
+    return status in (400, 422) and "tasks" in stream_mode and "stream_mode" in detail
+
+
+@dataclass(slots=True)
+class _Phases:
+    """Connection stamps from the transport (monotonic ns), when it measured them."""
+
+    dns: int | None = None
+    connect: int | None = None
+    proxy: int | None = None
+    tls: int | None = None
 
 
 def _expectations(target: Target) -> Expectations:

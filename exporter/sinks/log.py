@@ -40,8 +40,10 @@ def summary(result: ProbeResult, trigger: Trigger = "scheduled") -> dict[str, An
         "duration_s": round(result.duration_s, 4),
         "first_event_s": _r(rel(result.t_first_event_ns)),
         "ttft_s": _r(result.ttft_s),
+        "answer_ttft_s": _r(result.answer_ttft_s),
         "itl_p50_s": _r(quantile(gaps, 0.5)),
         "tokens": result.tokens,
+        "buffered": result.buffered,
         "nodes": [
             {
                 "node": n.node,

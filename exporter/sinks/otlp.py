@@ -1,4 +1,4 @@
-"""OTLP spans drawn from finished probe results (DESIGN §2).
+"""OTLP spans drawn from finished probe results (README "How it measures").
 
 One trace per probe: a root `invoke_agent {assistant}` span (CLIENT) from the run request to the
 end of the stream, a child `node {name}` per node execution, and under it a `chat {model}` span per
@@ -33,7 +33,7 @@ from exporter.sinks import Trigger
 
 __all__ = ["OTLPSink"]
 
-# Stable semconv names, spelled out rather than imported from `_incubating` (STYLE §5).
+# Stable semconv names, spelled out rather than imported from `_incubating` (may change).
 ERROR_TYPE: Final = "error.type"
 SERVER_ADDRESS: Final = "server.address"
 SERVER_PORT: Final = "server.port"
@@ -56,6 +56,10 @@ PROBE_FIRST_EVENT_S: Final = "langgraph.probe.time_to_first_event_s"
 PROBE_TOKENS: Final = "langgraph.probe.tokens"
 PROBE_TRIGGER: Final = "langgraph.probe.trigger"
 PROBE_ITL_P50_S: Final = "langgraph.probe.inter_token_latency_p50_s"
+PROBE_ANSWER_TTFT_S: Final = "langgraph.probe.time_to_first_answer_token_s"
+PROBE_REASONING_TOKENS: Final = "langgraph.probe.reasoning_tokens"
+PROBE_BUFFERED: Final = "langgraph.probe.buffered"
+PROBE_TPOT_S: Final = "langgraph.probe.time_per_output_token_s"
 
 
 def _protocol() -> str:
@@ -134,7 +138,9 @@ class OTLPSink:
             (LANGGRAPH_RUN_ID, result.run_id),
             (HTTP_RESPONSE_STATUS_CODE, result.http_status),
             (PROBE_TTFT_S, result.ttft_s),
+            (PROBE_ANSWER_TTFT_S, result.answer_ttft_s),
             (PROBE_FIRST_EVENT_S, result.since_request_s(result.t_first_event_ns)),
+            (PROBE_BUFFERED, result.buffered),
             (ERROR_TYPE, None if failure is None else failure.kind.value),
         )
         root = tracer.start_span(
@@ -144,6 +150,7 @@ class OTLPSink:
             attributes=attrs,
             start_time=result.wall_ns(result.t_request_ns),
         )
+        _phase_events(root, result)
         if failure is not None:
             root.set_status(Status(StatusCode.ERROR, failure.message[:500]))
         ctx = trace.set_span_in_context(root)
@@ -157,6 +164,8 @@ class OTLPSink:
                 (PROBE_TOKENS, ex.tokens),
                 (LANGGRAPH_TASK_ID, ex.task_id),
                 (PROBE_TTFT_S, ex.ttft_s),
+                (PROBE_ANSWER_TTFT_S, ex.answer_ttft_s),
+                (PROBE_REASONING_TOKENS, ex.reasoning_tokens),
                 (ERROR_TYPE, ex.error_type),
             )
             node_span = tracer.start_span(
@@ -179,6 +188,9 @@ class OTLPSink:
                     (GEN_AI_PROVIDER_NAME, call.provider),
                     (GEN_AI_USAGE_OUTPUT_TOKENS, call.output_tokens),
                     (GEN_AI_TIME_TO_FIRST_CHUNK, call.ttft_s),
+                    (PROBE_ANSWER_TTFT_S, call.answer_ttft_s),
+                    (PROBE_REASONING_TOKENS, call.reasoning_tokens),
+                    (PROBE_TPOT_S, call.tpot_s),
                     (PROBE_ITL_P50_S, quantile(call.itl_s, 0.5)),
                 )
                 call_start = call.basis_ns or call.token_ns[0]
@@ -201,7 +213,28 @@ class OTLPSink:
         self.provider.shutdown()
 
 
-def _attrs(*pairs: tuple[str, str | int | float | None]) -> dict[str, str | int | float]:
+def _phase_events(span: trace.Span, result: ProbeResult) -> None:
+    """The phases of the probe as span events at the moment each ended: connection set-up
+    (before the span starts at t_request), then headers, first event, first (answer) token."""
+    stamps = (
+        ("dns", result.t_dns_ns),
+        ("connect", result.t_connect_ns),
+        ("proxy_connect", result.t_proxy_ns),
+        ("tls", result.t_tls_ns),
+        ("request_written", result.t_request_ns if result.t_start_ns is not None else None),
+        ("headers", result.t_headers_ns),
+        ("first_event", result.t_first_event_ns),
+        ("first_token", result.t_first_token_ns),
+        ("first_answer_token", result.t_first_answer_ns),
+    )
+    for name, ns in stamps:
+        if ns is not None:
+            span.add_event(name, timestamp=result.wall_ns(ns))
+
+
+def _attrs(
+    *pairs: tuple[str, str | int | float | bool | None],
+) -> dict[str, str | int | float | bool]:
     """Span attributes, leaving out what was not measured (OTel takes no None values)."""
     return {key: value for key, value in pairs if value is not None and value != ""}
 

@@ -1,4 +1,4 @@
-"""Prometheus exposition of probe results (DESIGN §2), from one custom collector.
+"""Prometheus exposition of probe results (README "How it measures"), from one custom collector.
 
 Everything is kept per target, so a target removed by a reload loses all its series at once
 (`retain`), histograms and counters included; Prometheus handles the counter reset. Histograms
@@ -35,7 +35,7 @@ __all__ = ["NS", "PrometheusSink"]
 NS = "langgraph_probe_"
 OTHER_NODE = "__other__"
 
-#: TTFT and durations: 0.01 … 81.92 doubling, plus the usual SLO thresholds (DESIGN §2).
+#: TTFT and durations: 0.01 … 81.92 doubling, plus the usual SLO thresholds.
 LATENCY_BUCKETS = tuple(
     sorted({round(0.01 * 2**i, 2) for i in range(14)} | {0.5, 1.0, 2.0, 5.0, 163.84})
 )
@@ -48,11 +48,20 @@ GAP_BUCKETS = (
 _RUN_HISTS = {
     "time_to_headers_seconds": "Response headers minus the run request.",
     "time_to_first_event_seconds": "The `metadata` event minus the run request (queueing).",
-    "time_to_first_token_seconds": "First token of the run minus the run request (run TTFT).",
+    "time_to_first_token_seconds": (
+        "First token of any kind (reasoning included) minus the run request (run TTFT)."
+    ),
+    "time_to_first_answer_token_seconds": (
+        "First non-reasoning token (text or tool call) minus the run request."
+    ),
     "run_duration_seconds": "End of the stream minus the run request.",
 }
 _NODE_HISTS = {
     "node_time_to_first_token_seconds": ("First token minus the node's tasks start.", False),
+    "node_time_to_first_answer_token_seconds": (
+        "First non-reasoning token minus the node's tasks start.",
+        False,
+    ),
     "inter_token_latency_seconds": ("Gap between consecutive tokens of one LLM call.", True),
     "time_per_output_token_seconds": ("(last - first token) / (output tokens - 1).", True),
     "node_duration_seconds": ("Node tasks end minus tasks start.", False),
@@ -97,6 +106,8 @@ class _TargetState:
     labels: dict[str, str]
     run_hists: dict[str, _Hist] = field(default_factory=dict)
     node_hists: dict[tuple[str, str], _Hist] = field(default_factory=dict)
+    phase_hists: dict[str, _Hist] = field(default_factory=dict)
+    reasoning_tokens: dict[str, int] = field(default_factory=dict)
     runs: dict[tuple[str, str], int] = field(default_factory=dict)
     on_demand_runs: dict[tuple[str, str], int] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
@@ -112,6 +123,8 @@ class _TargetState:
             self,
             run_hists={k: h.copy() for k, h in self.run_hists.items()},
             node_hists={k: h.copy() for k, h in self.node_hists.items()},
+            phase_hists={k: h.copy() for k, h in self.phase_hists.items()},
+            reasoning_tokens=dict(self.reasoning_tokens),
             runs=dict(self.runs),
             on_demand_runs=dict(self.on_demand_runs),
             tokens=dict(self.tokens),
@@ -219,11 +232,15 @@ class PrometheusSink:
                 ("time_to_headers_seconds", rel(result.t_headers_ns)),
                 ("time_to_first_event_seconds", rel(result.t_first_event_ns)),
                 ("time_to_first_token_seconds", rel(result.t_first_token_ns)),
+                ("time_to_first_answer_token_seconds", rel(result.t_first_answer_ns)),
                 ("run_duration_seconds", result.duration_s),
             ):
                 if value is not None:
                     hist = st.run_hists.setdefault(metric, _Hist(LATENCY_BUCKETS))
                     hist.observe(value, tid, now_s)
+            for phase, value in result.phase_durations_s().items():
+                hist = st.phase_hists.setdefault(phase, _Hist(GAP_BUCKETS))
+                hist.observe(value, tid, now_s)
             st.last_ratio = {}
             gaps_by_node: dict[str, list[float]] = {}
             for ex in result.nodes:
@@ -237,6 +254,7 @@ class PrometheusSink:
                     hist.observe(value, tid, now_s)
 
                 obs("node_time_to_first_token_seconds", ex.ttft_s)
+                obs("node_time_to_first_answer_token_seconds", ex.answer_ttft_s)
                 obs("node_duration_seconds", ex.duration_s)
                 for call in ex.calls:
                     for gap in call.itl_s:
@@ -245,6 +263,10 @@ class PrometheusSink:
                     gaps_by_node.setdefault(node, []).extend(call.itl_s)
                 if ex.tokens:
                     st.tokens[node] = st.tokens.get(node, 0) + ex.tokens
+                if ex.reasoning_tokens:
+                    st.reasoning_tokens[node] = (
+                        st.reasoning_tokens.get(node, 0) + ex.reasoning_tokens
+                    )
             for node, gaps in gaps_by_node.items():
                 if gaps:
                     st.last_ratio[node] = sum(1 for g in gaps if g < 0.001) / len(gaps)
@@ -285,6 +307,21 @@ class PrometheusSink:
         burst = fam(
             "max_tokens_per_read", "Most tokens read in one socket read, last probe.", "gauge"
         )
+        buffered = fam(
+            "stream_buffered",
+            "1 if the last probe's tokens arrived in bursts no model produces (README "
+            '"How it measures"), else 0.',
+            "gauge",
+        )
+        reasoning = fam(
+            "reasoning_tokens", "Tokens that carried only reasoning, by node.", "counter"
+        )
+        phases = fam(
+            "phase_duration_seconds",
+            "Connection phases before the run request: dns, connect, proxy_connect, tls, "
+            "request_write.",
+            "histogram",
+        )
         runs = fam("runs", "Scheduled probes by outcome and failure reason.", "counter")
         on_demand = fam(
             "on_demand_runs",
@@ -302,6 +339,7 @@ class PrometheusSink:
                 success.add_sample(NS + "success", labels, 1.0 if last.success else 0.0)
                 duration.add_sample(NS + "duration_seconds", labels, last.duration_s)
                 burst.add_sample(NS + "max_tokens_per_read", labels, last.max_tokens_per_read)
+                buffered.add_sample(NS + "stream_buffered", labels, 1.0 if last.buffered else 0.0)
                 for node, value in st.last_ratio.items():
                     ratio.add_sample(NS + "buffered_gap_ratio", {**labels, "node": node}, value)
             if st.last_success_s is not None:
@@ -318,14 +356,22 @@ class PrometheusSink:
                 )
             for node, count in sorted(st.tokens.items()):
                 tokens.add_sample(NS + "tokens_total", {**labels, "node": node}, count)
+            for node, count in sorted(st.reasoning_tokens.items()):
+                reasoning.add_sample(NS + "reasoning_tokens_total", {**labels, "node": node}, count)
+            for phase, hist in sorted(st.phase_hists.items()):
+                phases.samples.extend(
+                    hist.samples(NS + "phase_duration_seconds", {**labels, "phase": phase})
+                )
             for reason, count in sorted(st.skipped.items()):
                 skipped.add_sample(NS + "probes_skipped_total", {**labels, "reason": reason}, count)
             for metric, hist in st.run_hists.items():
                 hists[metric].samples.extend(hist.samples(NS + metric, labels))
             for (metric, node), hist in sorted(st.node_hists.items()):
                 hists[metric].samples.extend(hist.samples(NS + metric, {**labels, "node": node}))
-        yield from (success, duration, last_ok, ratio, burst, runs, on_demand, tokens, skipped)
+        yield from (success, duration, last_ok, ratio, burst, buffered, runs, on_demand, tokens)
+        yield from (reasoning, skipped)
         yield from hists.values()
+        yield phases
         reload_ok = fam(
             "config_last_reload_successful", "1 if the last config load succeeded.", "gauge"
         )

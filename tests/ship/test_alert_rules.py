@@ -13,7 +13,7 @@ import yaml
 from . import generate, paths
 from .conftest import run
 
-# TTFT bucket bounds the exporter exposes (DESIGN.md §2): 0.01 doubling to 81.92, plus 0.5, 1, 2, 5, 163.84.
+# TTFT bucket bounds the exporter exposes (docs/WIRE.md §17): 0.01 doubling to 81.92, plus 0.5, 1, 2, 5, 163.84.
 TTFT_BUCKETS = sorted({round(0.01 * 2**i, 2) for i in range(14)} | {0.5, 1, 2, 5, 163.84})
 
 

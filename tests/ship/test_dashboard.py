@@ -31,7 +31,7 @@ HISTOGRAMS = {
     "node_duration_seconds",
     "run_duration_seconds",
 }
-# The exporter's metric families (DESIGN.md §2 and the ship brief), as they appear in PromQL.
+# The exporter's metric families (docs/WIRE.md §17), as they appear in PromQL.
 METRICS = {f"langgraph_probe_{name}" for name in GAUGES | COUNTERS} | {
     f"langgraph_probe_{name}_{suffix}"
     for name in HISTOGRAMS
