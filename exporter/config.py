@@ -9,6 +9,7 @@ probe runs (so a rotated Secret is picked up without a reload).
 from __future__ import annotations
 
 import base64
+import difflib
 import importlib.util
 import json
 import math
@@ -17,7 +18,7 @@ import re
 import ssl
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,7 +38,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from exporter.core.errors import ConfigError
+from exporter.core.errors import ConfigError, ExporterError
 
 __all__ = [
     "SECRET_HEADERS",
@@ -48,20 +49,51 @@ __all__ = [
     "SecretMask",
     "SecretSource",
     "Settings",
+    "SettingsError",
     "Target",
     "Timeouts",
     "check_header_name",
     "check_header_value",
     "load_config",
+    "load_settings",
     "parse_duration",
+    "unknown_settings",
 ]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-#: Labels the exporter sets itself; a static label may not shadow them.
-RESERVED_LABELS = frozenset({"target", "assistant", "node", "outcome", "reason", "sink", "le"})
+#: The one duration syntax of the exporter, for config, CLI, `LGSE_*` and the chart's schema
+#: (which carries this very pattern plus a nonzero digit, see `DURATION_NONZERO`): a number of
+#: seconds (`30`, `2.5`), Prometheus' duration syntax (`1w2d`, `1m30s`, `500ms`: integer
+#: components, units in descending order, each once), or one decimal with a unit (`1.5s`).
+#: RE2- and ECMA-262-compatible (no look-around): Helm validates values with Go's regexp.
+DURATION_PATTERN = (
+    r"^([0-9]+(\.[0-9]+)?"
+    r"|[0-9]+\.[0-9]+(ms|s|m|h|d|w|y)"
+    r"|([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?)$"
+)
+#: A duration must be positive: at least one nonzero digit (rules out `0`, `0s`, `0.0ms`).
+DURATION_NONZERO = r"[1-9]"
+_DURATION = re.compile(DURATION_PATTERN)
+_COMPONENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|y|w|d|h|m|s)?")
+_UNIT_S = {
+    "ms": 0.001,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "w": 7 * 86400.0,
+    "y": 365 * 86400.0,  # Prometheus: a year is always 365 days
+}
+#: Examples of the syntax, run through the parser and the chart's schema by the tests.
+DURATION_EXAMPLES_VALID = (
+    "30", "2.5", "500ms", "30s", "1m", "1m30s", "2h", "1d", "1w", "1y", "1h30m", "1d12h",
+    "1w2d3h4m5s6ms", "1.5s", "0.5m", "90s", "0.1",
+)  # fmt: skip
+DURATION_EXAMPLES_INVALID = (
+    "", "0", "0s", "0ms", "0.0s", "30 s", " 30s", "30s ", "30 seconds", "1.5m30s", "30s1m",
+    "1s1s", "-5s", "s", "ms", "1.s", ".5s", "1e3", "30S", "1M", "inf", "nan", "1h 30m",
+    "30s\n",
+)  # fmt: skip
+
 #: What an HTTP header name may be made of (the standard's `token` characters: no CR, LF,
 #: NUL, ':' or space).
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -107,19 +139,37 @@ HeaderValue = Annotated[str, AfterValidator(check_header_value)]
 
 
 def parse_duration(value: Any) -> float:
-    """`500ms`, `30s`, `2m`, `1h` (or a bare number of seconds) -> seconds."""
+    """A duration (see `DURATION_PATTERN`: `30`, `500ms`, `1m30s`, `1d`, `1w`) -> seconds.
+
+    Numbers (not bools) are seconds. Raises `ValueError` for anything else, or for a duration
+    that is not positive and finite.
+    """
     if isinstance(value, bool):
         raise ValueError(f"invalid duration {value!r}")
     if isinstance(value, int | float):
         seconds = float(value)
     else:
-        match = _DURATION.match(str(value))
-        if match is None:
-            raise ValueError(f"invalid duration {value!r} (use e.g. 500ms, 30s, 2m)")
-        seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
+        text = str(value)
+        # NOTE: fullmatch, not match: Python's `$` also matches before a final newline.
+        if _DURATION.fullmatch(text) is None or not re.search(DURATION_NONZERO, text):
+            raise ValueError(
+                f"invalid duration {value!r} (use e.g. 500ms, 30s, 1m30s, 2h, 1d: positive)"
+            )
+        seconds = sum(float(num) * _UNIT_S[unit or "s"] for num, unit in _COMPONENT.findall(text))
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"duration must be positive and finite, got {value!r}")
     return seconds
+
+
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+#: Labels the exporter sets itself; a static label may not shadow them.
+RESERVED_LABELS = frozenset({"target", "assistant", "node", "outcome", "reason", "sink", "le"})
+#: Labels Prometheus attaches to every scraped series; a static label of that name is renamed
+#: `exported_<name>` at scrape time (honor_labels: false), so it is rejected.
+PROMETHEUS_TARGET_LABELS = frozenset({"instance", "job"})
+#: Paths of the LangGraph API a `url` must not contain: it is the server's base URL.
+_API_PATH = re.compile(r"/(runs|threads|assistants)(/|$)")
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -183,6 +233,10 @@ class SecretSource(_Strict):
     def read(self) -> SecretStr | None:
         return _read_secret(self.env, self.file)
 
+    def problem(self) -> str | None:
+        """Why no value can be read from this source now, or None when one can."""
+        return _secret_problem(self.env, self.file)
+
 
 #: Shorter values are not masked: replacing "a" everywhere would garble every message.
 MIN_MASKED_CHARS = 4
@@ -219,6 +273,25 @@ class SecretMask:
         for secret in self._secrets:
             value = value.replace(secret.encode(), b"***")
         return value
+
+
+def _secret_problem(env: str | None, file: str | None) -> str | None:
+    """Names the source and why it yields no value: unset, empty or unreadable."""
+    if env is not None:
+        value = os.environ.get(env)
+        if value is None:
+            return f"environment variable {env} is not set"
+        if not value.strip().strip("'\""):
+            return f"environment variable {env} is empty"
+        return None
+    if file is not None:
+        try:
+            text = Path(file).read_text()
+        except OSError as exc:
+            return f"file {file}: {exc.strerror or exc}"
+        if not text.strip():
+            return f"file {file} is empty"
+    return None
 
 
 def _read_secret(env: str | None, file: str | None) -> SecretStr | None:
@@ -369,8 +442,17 @@ class Target(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
+        match = re.match(r"^https?://[^/\s]+", value)
+        if not match:
             raise ValueError(f"url must start with http:// or https://, got {value!r}")
+        path = value[match.end() :].split("?")[0]
+        api = _API_PATH.search(path)
+        if api is not None:
+            base = value[: match.end()] + path[: api.start()]
+            raise ValueError(
+                f"url must be the server's base URL (the probe adds /runs/stream itself): "
+                f"got {value!r}, use {base!r}"
+            )
         return value.rstrip("/")
 
     @field_validator("labels")
@@ -381,6 +463,11 @@ class Target(_Strict):
                 raise ValueError(f"invalid label name {key!r}")
             if key in RESERVED_LABELS:
                 raise ValueError(f"label {key!r} is set by the exporter")
+            if key in PROMETHEUS_TARGET_LABELS:
+                raise ValueError(
+                    f"label {key!r} is set by Prometheus on every scrape (yours would be"
+                    f" renamed exported_{key}): choose another name"
+                )
         return value
 
     @field_validator("secret_headers")
@@ -447,6 +534,23 @@ class Target(_Strict):
 
     def api_key(self) -> SecretStr | None:
         return _read_secret(self.api_key_env, self.api_key_file)
+
+    def missing_secrets(self) -> list[str]:
+        """One line per configured secret source that yields no value now, naming the source
+        (`api_key_env: environment variable NOPE is not set`); empty when all can be read.
+
+        A probe with a missing secret is not sent: it would only earn an anonymous 401.
+        """
+        problems = []
+        key = _secret_problem(self.api_key_env, self.api_key_file)
+        if key is not None:
+            field = "api_key_env" if self.api_key_env is not None else "api_key_file"
+            problems.append(f"{field}: {key}")
+        for name, source in self.secret_headers.items():
+            problem = source.problem()
+            if problem is not None:
+                problems.append(f"secret_headers.{name}: {problem}")
+        return problems
 
     def secret_values(self) -> list[str]:
         """Every secret this target sends, for masking in any output."""
@@ -537,16 +641,41 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _problems(exc: ValidationError) -> list[str]:
+def _problems(exc: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[str]:
     problems = []
     for err in exc.errors():
-        loc = _loc(tuple(p for p in err["loc"] if not str(p).startswith("function-")))
+        loc = _loc(prefix + tuple(p for p in err["loc"] if not str(p).startswith("function-")))
         if err["type"] == "extra_forbidden":
             problems.append(f"{loc}: unknown key")
         else:
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(f"{loc}: {msg}")
     return problems
+
+
+def _check_defaults(defaults: dict[str, Any]) -> tuple[list[str], set[str]]:
+    """Validate `defaults:` on its own, so that a mistake there is reported once, at the path
+    the user wrote (`defaults.interval`), rather than once per target it was merged into.
+    Returns the problems and the keys to leave out of the merge."""
+    problems: list[str] = []
+    bad: set[str] = set()
+    if "name" in defaults:
+        problems.append("defaults.name: each target names itself; name cannot be a default")
+        bad.add("name")
+    # Placeholders for the required fields a defaults block usually leaves to each target.
+    probe = {"url": "http://defaults.invalid", "assistant_id": "defaults", **defaults}
+    probe["name"] = "defaults"
+    try:
+        Target.model_validate(probe)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = err["loc"]
+            if loc and loc[0] in defaults:
+                bad.add(str(loc[0]))
+            else:  # a rule across fields (e.g. two key sources): leave the whole block out
+                bad.update(defaults)
+        problems += _problems(exc, ("defaults",))
+    return problems, bad
 
 
 def load_config(path: str | Path) -> Config:
@@ -571,10 +700,21 @@ def load_config(path: str | Path) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(path, ["(top level): expected a mapping with `targets:`"])
+    problems: list[str] = []
+    defaults = data.get("defaults")
+    if isinstance(defaults, dict):
+        problems, bad = _check_defaults(defaults)
+        if bad:
+            data = {**data, "defaults": {k: v for k, v in defaults.items() if k not in bad}}
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(path, _problems(exc)) from exc
+        raise ConfigError(path, problems + _problems(exc)) from exc
+    if problems:
+        raise ConfigError(path, problems)
+    if not config.targets:
+        raise ConfigError(path, ["targets: no targets (the file must list at least one)"])
+    return config
 
 
 def otlp_configured() -> bool:
@@ -585,17 +725,32 @@ def otlp_configured() -> bool:
     )
 
 
-class Settings(BaseSettings):
-    """Process settings from the environment (`LGSE_*`); they never change on reload."""
+SETTINGS_PREFIX = "LGSE_"
 
-    model_config = SettingsConfigDict(env_prefix="LGSE_", extra="ignore", frozen=True)
+
+class Settings(BaseSettings):
+    """Process settings from the environment (`LGSE_*`); they never change on reload.
+
+    Build them with `load_settings()`, which names the variable in every error. docs/SETTINGS.md
+    is generated from this model (`make settings-doc`).
+    """
+
+    model_config = SettingsConfigDict(env_prefix=SETTINGS_PREFIX, extra="ignore", frozen=True)
 
     config: str = Field("/etc/langgraph-stream-exporter/config.yaml", description="targets file")
     listen: str = Field("0.0.0.0:9465", description="HOST:PORT of the HTTP server")
-    log_format: Literal["console", "json"] = "console"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["console", "json"] = Field(
+        "console", description="log lines as human-readable text or one JSON object each"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="lowest level logged"
+    )
     max_concurrency: int = Field(16, ge=1, description="probes running at once, all targets")
-    grace_period_s: float = Field(10.0, ge=0, description="SIGTERM: time for running probes")
+    grace_period_s: Duration = Field(
+        10.0,
+        description="SIGTERM: time running probes get to finish (a duration: 10, 30s, 1m);"
+        " keep it below the pod's terminationGracePeriodSeconds",
+    )
     max_nodes_per_target: int = Field(50, ge=1, description="distinct `node` label values")
     history_size: int = Field(100, ge=1, description="recent results kept for /-/probes")
     transport: Literal["stamping", "aiohttp", "httpcore"] = Field(
@@ -610,6 +765,19 @@ class Settings(BaseSettings):
     web_config_file: str | None = Field(
         None, description="exporter-toolkit web-config YAML: TLS, basic auth (docs/RELIABILITY.md)"
     )
+    orphan_sweep: bool = Field(
+        True,
+        description="delete probe threads a killed exporter left behind (metadata"
+        " `probe: langgraph-stream-exporter`), at start and every orphan_sweep_interval",
+    )
+    orphan_sweep_interval: Duration = Field(
+        900.0, description="time between two sweeps of orphaned probe threads"
+    )
+    orphan_thread_age: Duration = Field(
+        3600.0,
+        description="a probe thread older than this is orphaned (keep it above every"
+        " target's total timeout)",
+    )
 
     @field_validator("transport")
     @classmethod
@@ -621,3 +789,44 @@ class Settings(BaseSettings):
                 "pip install 'langgraph-stream-exporter[compare]'"
             )
         return v
+
+
+class SettingsError(ExporterError):
+    """`LGSE_*` variables that do not validate; `problems` has one line per variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def setting_variable(field: str) -> str:
+    """The environment variable of a settings field (`log_level` -> `LGSE_LOG_LEVEL`)."""
+    return SETTINGS_PREFIX + field.upper()
+
+
+def load_settings() -> Settings:
+    """`Settings()` from the environment; raises `SettingsError` naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            name = setting_variable(field) if field else SETTINGS_PREFIX + "*"
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}={err.get('input')!r}: {msg}")
+        raise SettingsError(problems) from exc
+
+
+def unknown_settings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning line per `LGSE_*` variable that is not a setting, with a did-you-mean."""
+    environ = os.environ if environ is None else environ
+    known = [setting_variable(f) for f in Settings.model_fields]
+    out = []
+    for name in sorted(environ):
+        if not name.upper().startswith(SETTINGS_PREFIX) or name.upper() in known:
+            continue
+        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        out.append(f"{name} is not a setting and is ignored{hint}")
+    return out

@@ -2,13 +2,16 @@
 
 It reads the exporter's own `/-/probes` endpoint once a second, so it works against any running
 daemon (local, or port-forwarded from a cluster). On a terminal it redraws one table; piped, it
-prints a line per new probe result.
+prints a line per new probe result. `--url` is the exporter's base URL or its `/metrics` URL.
+Something that answers but is not an exporter ends the watch at once (exit 1); so does never
+having reached the exporter by the end of `duration_s` or Ctrl-C.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -19,13 +22,32 @@ from rich.text import Text
 
 from exporter.core.report import ms
 
-__all__ = ["watch"]
+__all__ = ["NotAnExporter", "base_url", "watch"]
+
+
+class NotAnExporter(Exception):
+    """The URL answers HTTP, but not as this exporter does."""
+
+
+def base_url(url: str) -> str:
+    """The exporter's base URL from what a user may paste: the base or its `/metrics` URL."""
+    url = url.rstrip("/")
+    return url.removesuffix("/metrics").rstrip("/")
 
 
 def _fetch(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url + "/-/probes", timeout=5) as resp:
-        data: dict[str, Any] = json.load(resp)
-        return data
+    """`/-/probes` as a dict; `NotAnExporter` when the answer is not the exporter's, `OSError`
+    when nothing answers."""
+    try:
+        with urllib.request.urlopen(url + "/-/probes", timeout=5) as resp:
+            data = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        raise NotAnExporter(f"GET {url}/-/probes: HTTP {exc.code}") from exc
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise NotAnExporter(f"GET {url}/-/probes: not JSON") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("last"), dict):
+        raise NotAnExporter(f"GET {url}/-/probes: not the exporter's probe list")
+    return data
 
 
 def _nodes(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -67,8 +89,9 @@ def _table(last: dict[str, Any], now_s: float) -> Table:
 
 def watch(url: str, *, interval_s: float = 1.0, duration_s: float | None = None) -> int:
     """Follow an exporter until Ctrl-C (or `duration_s`); returns an exit status."""
-    url = url.rstrip("/")
+    url = base_url(url)
     console = Console()
+    connected = False
     stop_at = None if duration_s is None else time.monotonic() + duration_s
     seen: set[tuple[str, float]] = set()
 
@@ -76,12 +99,19 @@ def watch(url: str, *, interval_s: float = 1.0, duration_s: float | None = None)
         head = Text(f"{url}/metrics · {len(data.get('last', {}))} targets · Ctrl-C to stop", "dim")
         return Group(head, _table(data.get("last", {}), time.time()))
 
+    def never_connected() -> int:
+        if not connected:
+            console.print(f"never reached the exporter at {url}", style="red")
+            return 1
+        return 0
+
     try:
         if console.is_terminal:
             with Live(Text("waiting for the first probe…"), console=console) as live:
                 while stop_at is None or time.monotonic() < stop_at:
                     try:
                         live.update(view(_fetch(url)))
+                        connected = True
                     except OSError as exc:
                         live.update(Text(f"cannot reach {url}: {exc}", "red"))
                     time.sleep(interval_s)
@@ -89,6 +119,7 @@ def watch(url: str, *, interval_s: float = 1.0, duration_s: float | None = None)
             while stop_at is None or time.monotonic() < stop_at:
                 try:
                     data = _fetch(url)
+                    connected = True
                 except OSError as exc:
                     console.print(f"cannot reach {url}: {exc}")
                     time.sleep(interval_s)
@@ -108,6 +139,9 @@ def watch(url: str, *, interval_s: float = 1.0, duration_s: float | None = None)
                         soft_wrap=True,
                     )
                 time.sleep(interval_s)
+    except NotAnExporter as exc:
+        console.print(f"this is not an exporter: {url} ({exc})", style="red", soft_wrap=True)
+        return 1
     except KeyboardInterrupt:
-        return 0
-    return 0
+        return never_connected()
+    return never_connected()

@@ -9,5 +9,5 @@ $(COMPARE_STAMP): $(VENV_STAMP)
 	$(PY) -m pip install -q -e '.[compare]'
 	touch $@
 
-bench: $(VENV_STAMP) $(COMPARE_STAMP)
+bench: $(VENV_STAMP) $(COMPARE_STAMP) ## streaming-timing benchmark, writes docs/PERFORMANCE.md (BENCH_ARGS)
 	$(PY) bench/run.py $(BENCH_ARGS)

@@ -7,5 +7,5 @@ SOAK_DURATION ?= 900
 SOAK_ARGS ?=
 
 .PHONY: soak
-soak: $(VENV_STAMP)
+soak: $(VENV_STAMP) ## bounded soak run, writes docs/RELIABILITY.md (SOAK_DURATION)
 	$(PY) soak/run.py --duration $(SOAK_DURATION) $(SOAK_ARGS)

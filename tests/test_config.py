@@ -23,9 +23,31 @@ BAD_CONFIGS: dict[str, list[str]] = {
     "invalid-unknown-top-key.yaml": ["target: unknown key"],
     "invalid-unknown-target-key.yaml": ["targets[0].intervall: unknown key"],
     "invalid-unknown-timeout-key.yaml": ["targets[0].timeout.idel: unknown key"],
-    "invalid-defaults-key.yaml": ["defaults: unknown key(s) ['intervall', 'name']"],
+    "invalid-defaults-key.yaml": [
+        "defaults.name: each target names itself; name cannot be a default",
+        "defaults.intervall: unknown key",
+    ],
     "invalid-bad-duration.yaml": [
-        "targets[0].interval: invalid duration '30 seconds' (use e.g. 500ms, 30s, 2m)"
+        "targets[0].interval: invalid duration '30 seconds' (use e.g. 500ms, 30s, 1m30s, 2h, 1d:"
+        " positive)"
+    ],
+    "invalid-defaults-bad-duration.yaml": [
+        "defaults.interval: invalid duration '1 minute' (use e.g. 500ms, 30s, 1m30s, 2h, 1d:"
+        " positive)",
+        "defaults.timeout.total: invalid duration '0s' (use e.g. 500ms, 30s, 1m30s, 2h, 1d:"
+        " positive)",
+    ],
+    "invalid-empty.yaml": ["targets: no targets (the file must list at least one)"],
+    "invalid-no-targets.yaml": ["targets: no targets (the file must list at least one)"],
+    "invalid-url-runs-stream.yaml": [
+        "targets[0].url: url must be the server's base URL (the probe adds /runs/stream itself):"
+        " got 'http://127.0.0.1:2024/runs/stream', use 'http://127.0.0.1:2024'"
+    ],
+    "invalid-label-instance.yaml": [
+        "targets[0].labels: label 'instance' is set by Prometheus on every scrape (yours would be"
+        " renamed exported_instance): choose another name",
+        "targets[1].labels: label 'job' is set by Prometheus on every scrape (yours would be"
+        " renamed exported_job): choose another name",
     ],
     "invalid-duplicate-names.yaml": ["targets: duplicate target name 'a'"],
     "invalid-url-scheme.yaml": [

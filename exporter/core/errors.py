@@ -44,6 +44,7 @@ class FailureKind(StrEnum):
     NO_TOKENS = "no_tokens"  # a clean end without a single token: TTFT undefined
     EXPECTATION = "expectation"  # content, node or token-count check failed
     INTERNAL = "internal"  # a bug in the exporter; always logged with a traceback
+    CONFIG = "config"  # the target's config cannot be honoured now (e.g. a secret is missing)
 
 
 class ExporterError(Exception):

@@ -256,6 +256,7 @@ class ProbeResult:
     stream_mode_fallback: bool = False  # the server rejected `tasks`: asked again without it
     tokens_dropped: int = 0  # tokens past the stamping cap: counted, not stamped
     content_encoding: str | None = None  # a proxy compressed the stream anyway
+    tls_cert_not_after_s: float | None = None  # Unix time the server's certificate expires
 
     @property
     def success(self) -> bool:
@@ -425,4 +426,5 @@ class ProbeResult:
                 for n in self.nodes
             ],
             "events": self.events.to_dict(),
+            "tls_cert_not_after_s": self.tls_cert_not_after_s,
         }

@@ -161,12 +161,16 @@ class Scheduler:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def run_now(self, name: str, lines: list[str] | None = None) -> ProbeResult | None:
+    async def run_now(
+        self, name: str, lines: list[str] | None = None, *, sinks: SinkSet | None = None
+    ) -> ProbeResult | None:
         """Probe a configured target now (for `/probe`); None if no such target.
 
-        Raises `OnDemandBusy` while an on-demand probe of that target is in flight (at most one
-        per target, so `/probe` cannot queue paid runs without bound). The probe goes on if the
-        caller goes away, and still holds the target's place until it ends.
+        The result goes to `sinks` when given instead of the scheduler's own (the blackbox-style
+        `/probe` keeps its probes out of the SLO series). Raises `OnDemandBusy` while an
+        on-demand probe of that target is in flight (at most one per target, so `/probe` cannot
+        queue paid runs without bound). The probe goes on if the caller goes away, and still
+        holds the target's place until it ends.
         """
         slot = self._slots.get(name)
         if slot is None:
@@ -176,7 +180,9 @@ class Scheduler:
             left_s = limit_s - (time.monotonic() - slot.on_demand_started_s)
             raise OnDemandBusy(name, max(1, math.ceil(left_s)))
         task = asyncio.create_task(
-            self._probe_once(slot, None, lines.append if lines is not None else None, "on_demand"),
+            self._probe_once(
+                slot, None, lines.append if lines is not None else None, "on_demand", sinks
+            ),
             name=f"probe-now:{name}",
         )
         slot.on_demand, slot.on_demand_started_s = task, time.monotonic()
@@ -190,6 +196,7 @@ class Scheduler:
         wall_planned: float | None,
         say: Callable[[str], None] | None,
         trigger: Trigger,
+        sinks: SinkSet | None = None,
     ) -> ProbeResult:
         target = slot.target
         async with slot.lock:
@@ -205,7 +212,7 @@ class Scheduler:
             finally:
                 self._sem.release()
         if self._slots.get(target.name) is slot:  # still configured
-            self._sinks.record(result, trigger)
+            (self._sinks if sinks is None else sinks).record(result, trigger)
         return result
 
     async def _run_limited(

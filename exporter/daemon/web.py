@@ -7,7 +7,10 @@
 | `GET /readyz` | 200 once a config is loaded and probes are scheduled; 503 while shutting down |
 | `POST /-/reload` | reload the targets file (also SIGHUP); 500 with the problems if invalid |
 | `GET /probe?target=NAME[&debug=true]` | probe that configured target now; JSON result |
+| `GET /probe?target=NAME&format=prometheus` | the same, as blackbox gauges of that one probe |
 | `GET /-/probes` | recent results, failures kept longer, and the schedule |
+| `GET /-/probes/<id>` | one kept result by its id (trace id), with its log |
+| `GET /` | HTML page of recent probes with their logs (`exporter.daemon.pages`) |
 
 `/probe` accepts only the name of a configured target. Any other value (including a URL) is a
 404, and nothing from the query string ever reaches a request: no open proxy (CVE-2020-16248).
@@ -36,6 +39,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from exporter.daemon.pages import index_page
 from exporter.daemon.webconfig import BasicAuth
 from exporter.runtime import collector_paused
 
@@ -58,6 +62,7 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
 HTML = "text/html; charset=utf-8"
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 LIFECYCLE_DISABLED = (
     b"lifecycle APIs are not enabled (/probe, /-/reload); start the exporter with "
     b"LGSE_WEB_ENABLE_LIFECYCLE=true or --web.enable-lifecycle to enable them\n"
@@ -85,6 +90,11 @@ class Handlers:
     probes: Callable[[], dict[str, Any]]
     target_names: Callable[[], list[str]]
     mask: Callable[[bytes], bytes]
+    # Blackbox-style `/probe?format=prometheus`: exposition of one probe kept out of the SLO
+    # series; None when the target is unknown.
+    run_probe_metrics: Callable[[str], Awaitable[bytes | None]] | None = None
+    # `/-/probes/<id>`: one kept result; None when unknown.
+    probe_detail: Callable[[str], dict[str, Any] | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -133,23 +143,28 @@ Endpoint = Callable[[Handlers, Request], Awaitable[Response]]
 @dataclass(frozen=True)
 class Route:
     """One path. `methods` empty: any method. `lifecycle`: 403 unless lifecycle APIs are on.
-    `public`: no basic auth (liveness and readiness only)."""
+    `public`: no basic auth (liveness and readiness only). `prefix`: the route serves the
+    paths below its key too."""
 
     endpoint: Endpoint
     methods: frozenset[str] = field(default_factory=frozenset)
     lifecycle: bool = False
     public: bool = False
+    #: Also serves every path under this one (the key ends with "/").
+    prefix: bool = False
+
+
+def _match(table: Mapping[str, Route], path: str) -> Route | None:
+    """The route of `path`: an exact key, else the longest prefix route it falls under."""
+    route = table.get(path)
+    if route is not None:
+        return route
+    under = [k for k, r in table.items() if r.prefix and path.startswith(k) and path != k]
+    return table[max(under, key=len)] if under else None
 
 
 def _json(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n"
-
-
-_INDEX = b"""<!doctype html><title>langgraph-stream-exporter</title>
-<h1>langgraph-stream-exporter</h1>
-<ul><li><a href="/metrics">/metrics</a></li><li><a href="/-/probes">/-/probes</a></li>
-<li><a href="/healthz">/healthz</a></li><li><a href="/readyz">/readyz</a></li></ul>
-"""
 
 
 def _render(encoder: Callable[[CollectorRegistry], bytes], registry: CollectorRegistry) -> bytes:
@@ -183,19 +198,30 @@ async def _reload(h: Handlers, request: Request) -> Response:
     return Response(200 if ok else 500, text.encode() + b"\n")
 
 
+def _unknown_target(h: Handlers) -> Response:
+    known = ", ".join(h.target_names()) or "none"
+    return Response(404, f"unknown target; configured targets: {known}\n".encode())
+
+
 async def _probe(h: Handlers, request: Request) -> Response:
     values = request.query.get("target", [])
     if len(values) != 1 or not values[0]:
         return Response(400, b"give exactly one ?target=NAME of a configured target\n")
+    name = values[0]
+    blackbox = request.query.get("format", [""])[0] == "prometheus"
     debug = request.query.get("debug", ["false"])[0].lower() in ("1", "true", "yes")
     try:
-        result = await h.run_probe(values[0], debug)
+        if blackbox and h.run_probe_metrics is not None:
+            body = await h.run_probe_metrics(name)
+            if body is None:
+                return _unknown_target(h)
+            return Response(200, h.mask(body), PROMETHEUS_TEXT)
+        result = await h.run_probe(name, debug)
     except ProbeBusy as busy:
         body = b"a probe of this target started by /probe is still running; retry later\n"
         return Response(429, body, headers=(("retry-after", str(busy.retry_after_s)),))
     if result is None:
-        known = ", ".join(h.target_names()) or "none"
-        return Response(404, f"unknown target; configured targets: {known}\n".encode())
+        return _unknown_target(h)
     return Response(200, h.mask(_json(result)), JSON)
 
 
@@ -203,8 +229,17 @@ async def _probes(h: Handlers, request: Request) -> Response:
     return Response(200, h.mask(_json(h.probes())), JSON)
 
 
+async def _probe_detail(h: Handlers, request: Request) -> Response:
+    detail = None
+    if h.probe_detail is not None:
+        detail = h.probe_detail(request.path.removeprefix("/-/probes/"))
+    if detail is None:
+        return Response(404, b"no such probe (only recent ones are kept)\n")
+    return Response(200, h.mask(_json(detail)), JSON)
+
+
 async def _index(h: Handlers, request: Request) -> Response:
-    return Response(200, _INDEX, HTML)
+    return Response(200, h.mask(index_page(h.probes())), HTML)
 
 
 _READ = frozenset({"GET", "HEAD"})
@@ -219,6 +254,7 @@ def routes() -> dict[str, Route]:
         "/-/reload": Route(_reload, frozenset({"POST"}), lifecycle=True),
         "/probe": Route(_probe, lifecycle=True),
         "/-/probes": Route(_probes),
+        "/-/probes/": Route(_probe_detail, _READ, prefix=True),
         "/": Route(_index),
     }
 
@@ -258,7 +294,7 @@ def make_app(
         if scope["type"] != "http":
             return
         request = Request.from_scope(scope)
-        route = table.get(request.path)
+        route = _match(table, request.path)
         if route is not None and route.public:
             pass
         elif auth is not None and not await auth.check(request.header(b"authorization")):

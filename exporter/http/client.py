@@ -38,6 +38,7 @@ __all__ = [
     "make_client",
     "response_excerpt",
     "ssl_context",
+    "tls_cert_not_after_s",
     "transport_errors",
 ]
 
@@ -279,6 +280,12 @@ def headers_arrival_ns(response: httpx.Response) -> int:
     if isinstance(arrival, ArrivalStream) and arrival.headers_ns:
         return arrival.headers_ns
     return time.monotonic_ns()
+
+
+def tls_cert_not_after_s(response: httpx.Response) -> float | None:
+    """Unix time the server's TLS certificate expires, when the stamping transport saw one."""
+    arrival = response.extensions.get("arrival")
+    return arrival.peer_cert_not_after_s if isinstance(arrival, ArrivalStream) else None
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

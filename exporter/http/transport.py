@@ -302,6 +302,7 @@ class ArrivalStream(httpx.AsyncByteStream):
         self.proxy_connect_done_ns: int | None = phases.proxy_connect_done_ns
         self.tls_done_ns: int | None = phases.tls_done_ns
         self.request_written_ns: int = phases.request_written_ns or 0
+        self.peer_cert_not_after_s: float | None = None  # https only: see `_cert_not_after_s`
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while reads := await self.reads():
@@ -539,6 +540,7 @@ class StampingTransport(httpx.AsyncBaseTransport):
             transport.abort()
             raise
         stream = ArrivalStream(proto, phases)
+        stream.peer_cert_not_after_s = _cert_not_after_s(transport)
         return httpx.Response(
             proto.status,
             headers=proto.headers,
@@ -643,3 +645,16 @@ class StampingTransport(httpx.AsyncBaseTransport):
         if not 200 <= head.status < 300:
             reason = head.reason.decode("latin-1")
             raise httpx.ProxyError(f"proxy refused CONNECT {authority}: {head.status} {reason}")
+
+
+def _cert_not_after_s(transport: asyncio.BaseTransport) -> float | None:
+    """Unix time the peer's (leaf) certificate expires; None over plain TCP.
+
+    Read once the handshake is done. `getpeercert()` has the fields only for a verified
+    certificate, so with `insecure_skip_verify` this is None too.
+    """
+    ssl_object = transport.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    not_after = (ssl_object.getpeercert() or {}).get("notAfter")
+    return float(ssl.cert_time_to_seconds(not_after)) if isinstance(not_after, str) else None

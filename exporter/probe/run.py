@@ -36,6 +36,7 @@ from exporter.http.client import (
     content_encoding,
     headers_arrival_ns,
     response_excerpt,
+    tls_cert_not_after_s,
     transport_errors,
 )
 from exporter.probe import threads
@@ -74,6 +75,21 @@ async def probe(
     """Run one probe of `target` and return what it measured (never raises for the target's
     faults: they are the result's `failure`)."""
     trace = trace or TraceParent.new()
+    missing = target.missing_secrets()
+    if missing:
+        # NOTE: sending without the configured secret would earn an anonymous 401 at best and
+        # send the request where the config did not mean it to go unauthenticated.
+        result = failed_result(
+            target,
+            trace,
+            time.monotonic_ns(),
+            time.time_ns(),
+            FailureKind.CONFIG,
+            "not sent: " + "; ".join(missing),
+        )
+        if log is not None:
+            log(f"failed (config): {result.failure.message if result.failure else ''}")
+        return result
     owns_client = client is None
     if client is None:
         try:
@@ -153,10 +169,12 @@ class _Probe:
         self.timeline = Timeline(self.t_start_ns)
         self.phases = _Phases()
         self.stream_mode = _stream_mode_for(target)
+        self.content_encoding: str | None = None
         self.failure: Failure | None = None
         self.thread_id: str | None = None
         self.location_run_id: str | None = None  # known from the headers, before `metadata`
         self.http_status: int | None = None
+        self.tls_cert_not_after_s: float | None = None
         self.decoder = SSEDecoder()
         self.clean_eof = False
         self.t_end_ns: int | None = None
@@ -241,6 +259,8 @@ class _Probe:
             stream_mode=self.stream_mode,
             stream_mode_fallback=self.stream_mode != STREAM_MODE,
             tokens_dropped=tl.tokens_dropped,
+            content_encoding=self.content_encoding,
+            tls_cert_not_after_s=self.tls_cert_not_after_s,
         )
 
     async def create_thread(self) -> None:
@@ -290,6 +310,7 @@ class _Probe:
                 self.connection_phases(response)
                 tl.headers(headers_arrival_ns(response))
                 self.http_status = response.status_code
+                self.tls_cert_not_after_s = tls_cert_not_after_s(response)
                 self.say(
                     f"POST {path}: HTTP {response.status_code} after {_ms(tl.t_headers_ns, tl)}"
                 )
@@ -310,6 +331,7 @@ class _Probe:
                     )
                 encoding = content_encoding(response)
                 if encoding is not None:
+                    self.content_encoding = encoding  # the result's buffered verdict says so
                     # NOTE: we ask for identity; a compressed stream was compressed on the way,
                     # and compressing buffers it, so its arrival times would not be the
                     # server's (docs/RELIABILITY.md): refuse it rather than measure a buffer.
@@ -326,6 +348,9 @@ class _Probe:
                 streaming = True
                 decoder = self.decoder
                 timer.reschedule(None)  # from here on the watchdog decides when it expires
+                # The stream's deadlines count from t_request, which the transport may have
+                # moved to the request write (after connect and TLS).
+                deadlines = Deadlines.start(target.timeout, tl.t_request_ns)
                 watchdog = _Watchdog(timer, deadlines, tl, tl.t_headers_ns or tl.t_request_ns)
                 watchdog.arm()
                 wd = watchdog

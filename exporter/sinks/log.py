@@ -106,7 +106,20 @@ class History:
         """Nothing to flush."""
 
     def snapshot(self) -> dict[str, list[dict[str, Any]]]:
+        """Newest first. Each entry is `summary()` plus `id` (the trace id, the key of
+        `find()` and `/-/probes/<id>`) and `log` (the probe's own lines, as `/probe?debug`)."""
         return {
-            "recent": [summary(r, t) for r, t in reversed(self.recent)],
-            "failures": [summary(r, t) for r, t in reversed(self.failures)],
+            "recent": [_entry(r, t) for r, t in reversed(self.recent)],
+            "failures": [_entry(r, t) for r, t in reversed(self.failures)],
         }
+
+    def find(self, probe_id: str) -> ProbeResult | None:
+        """The kept result whose trace id is `probe_id`; None when unknown or already dropped."""
+        for result, _ in (*self.recent, *self.failures):
+            if result.trace_id == probe_id:
+                return result
+        return None
+
+
+def _entry(result: ProbeResult, trigger: Trigger) -> dict[str, Any]:
+    return {**summary(result, trigger), "id": result.trace_id, "log": list(result.log)}

@@ -53,7 +53,15 @@ class DaemonProcess:
             self.web_config_path.write_text(yaml.safe_dump(web_config, sort_keys=False))
         self.client = dict(client or {})
         lifecycle_env = {"LGSE_WEB_ENABLE_LIFECYCLE": "true"} if lifecycle else {}
-        self._env = {**os.environ, "LGSE_LOG_FORMAT": "json", **lifecycle_env, **(env or {})}
+        # NOTE: the orphan sweep is off unless a test turns it on: it would send
+        # `POST /threads/search` to every scripted server, whose request counts tests check.
+        self._env = {
+            **os.environ,
+            "LGSE_LOG_FORMAT": "json",
+            "LGSE_ORPHAN_SWEEP": "false",
+            **lifecycle_env,
+            **(env or {}),
+        }
         self.proc: subprocess.Popen[bytes] | None = None
 
     def write_config(self, config: dict[str, Any] | str) -> None:
@@ -125,10 +133,11 @@ class Prometheus:
         scrape_interval: str = "1s",
         scrape_config: dict[str, Any] | None = None,
         extra_jobs: list[dict[str, Any]] | None = None,
+        extra_scrape_configs: list[dict[str, Any]] | None = None,
     ) -> None:
         """`scrape_config`: extra keys of the scrape job (`basic_auth`, `tls_config`); the
-        scheme comes from `scrape_url`. `extra_jobs`: more scrape jobs, as Prometheus reads
-        them (each job scrapes `scrape_url` too unless it names its own targets)."""
+        scheme comes from `scrape_url`. `extra_jobs`: more jobs scraping `scrape_url` too (their
+        own keys win). `extra_scrape_configs`: more jobs exactly as given."""
         root = Path(__file__).resolve().parents[2]
         self.binary = root / ".tools" / "bin" / "prometheus"
         if not self.binary.exists():
@@ -154,6 +163,7 @@ class Prometheus:
                             {"scheme": scheme, "static_configs": [{"targets": [target]}], **job}
                             for job in (extra_jobs or [])
                         ),
+                        *(extra_scrape_configs or []),
                     ],
                 }
             )
