@@ -130,6 +130,12 @@ def _add_target_args(p: argparse.ArgumentParser, *, required: bool = True) -> No
             metavar="DURATION", help=f"{field.description} (default {field.default:g}s)",
         )  # fmt: skip
     p.add_argument("--expect-regex", help="the streamed text must match this regex")
+    p.add_argument(
+        "--protocol",
+        choices=("legacy", "v2", "auto"),
+        default="auto",
+        help="legacy POST /runs/stream, v2 event streaming, or auto: v2 where offered",
+    )
 
 
 def _target_from_args(args: argparse.Namespace, name: str = "cli") -> Target:
@@ -170,6 +176,7 @@ def _target_from_args(args: argparse.Namespace, name: str = "cli") -> Target:
                 "stream_subgraphs": not args.no_subgraphs,
                 "timeout": timeout,
                 "expect": {"content_regex": args.expect_regex},
+                "protocol": args.protocol,
             }
         )
     except ValidationError as exc:

@@ -70,7 +70,9 @@ def demo_targets(url: str, interval: str = "3s") -> dict[str, object]:
     """A daemon config probing every demo graph on `url`."""
     weather = {"messages": [{"role": "human", "content": "what's the weather in sf?"}]}
     return {
-        "defaults": {"interval": interval, "input": weather, "labels": {"env": "test"}},
+        # Legacy: these tests assert the legacy protocol's node names (v2: tests/test_v2_*.py).
+        "defaults": {"interval": interval, "input": weather, "labels": {"env": "test"},
+                     "protocol": "legacy"},
         "targets": [
             {"name": "demo-agent", "url": url, "assistant_id": "agent",
              "expect": {"nodes": ["agent", "action"], "content_regex": "foggy"}},

@@ -49,6 +49,7 @@ def _probe(mode: str, server: Any) -> Probed:
         url=langgraph_server,
         assistant_id="slow",
         mode=mode,
+        protocol="legacy",
         # NOTE: an idle deadline under the 5 s heartbeat is only allowed with total <= 5 s.
         timeout={"total": f"{TOTAL_S}s", "idle": f"{TOTAL_S}s"},
     )

@@ -39,11 +39,11 @@ def config(urls: dict[str, str]) -> dict[str, Any]:
     return {
         "defaults": {"interval": "1s"},
         "targets": [
-            {"name": "stall", "url": urls["stall"], "assistant_id": "agent",
+            {"name": "stall", "url": urls["stall"], "assistant_id": "agent", "protocol": "legacy",
              "timeout": {"idle": "2500ms", "total": "3s"}},
-            {"name": "error", "url": urls["error"], "assistant_id": "agent",
+            {"name": "error", "url": urls["error"], "assistant_id": "agent", "protocol": "legacy",
              "timeout": {"idle": "2s", "total": "3s"}},
-            {"name": "healthy", "url": urls["healthy"], "assistant_id": "agent",
+            {"name": "healthy", "url": urls["healthy"], "assistant_id": "agent", "protocol": "legacy",
              "timeout": {"idle": "2s", "total": "3s"}},
         ],
     }  # fmt: skip
@@ -263,7 +263,13 @@ async def _scrape_while_pinging(workdir: Path) -> tuple[list[float], list[float]
             return {
                 "defaults": {"interval": interval},
                 "targets": [
-                    {"name": n, "url": f"{server.url}/{n}", "assistant_id": "agent"} for n in names
+                    {
+                        "name": n,
+                        "url": f"{server.url}/{n}",
+                        "assistant_id": "agent",
+                        "protocol": "legacy",
+                    }
+                    for n in names
                 ],
             }
 

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.integration
 
 
 def target(name: str, url: str, graph: str = "agent", **extra: Any) -> dict[str, Any]:
-    return {"name": name, "url": url, "assistant_id": graph, "interval": "1h", **extra}
+    return {"name": name, "url": url, "assistant_id": graph, "interval": "1h",
+            "protocol": "legacy", **extra}  # fmt: skip
 
 
 def series_targets(daemon: DaemonProcess) -> set[str]:

@@ -20,9 +20,9 @@ def config(url: str) -> dict[str, object]:
     return {
         "defaults": {"interval": "1h"},  # probes come from /probe only: deterministic
         "targets": [
-            {"name": "agent", "url": url, "assistant_id": "agent",
+            {"name": "agent", "url": url, "assistant_id": "agent", "protocol": "legacy",
              "input": {"messages": [{"role": "human", "content": "weather in sf?"}]}},
-            {"name": "boom", "url": url, "assistant_id": "boom"},
+            {"name": "boom", "url": url, "assistant_id": "boom", "protocol": "legacy"},
         ],
     }  # fmt: skip
 

@@ -73,4 +73,6 @@ def test_no_run_or_thread_ids_in_labels(live_stack: LiveStack) -> None:
     for family in text_string_to_metric_families(live_stack.daemon.get("/metrics").text):
         for sample in family.samples:
             names |= set(sample.labels)
-    assert names <= {"target", "assistant", "node", "env", "outcome", "reason", "sink", "le"}
+    # `protocol` (legacy, v2) only on `protocol_info`: two values.
+    allowed = {"target", "assistant", "node", "env", "outcome", "reason", "sink", "le", "protocol"}
+    assert names <= allowed

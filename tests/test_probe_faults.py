@@ -77,6 +77,7 @@ def make_target(url: str, *, timeout: dict[str, float] | None = None, **fields: 
             "url": url,
             "assistant_id": "agent",
             "timeout": {**FAST, **(timeout or {})},
+            "protocol": "legacy",  # scripted servers speak only the legacy protocol
             **fields,
         }
     )

@@ -57,6 +57,13 @@ PROBE_FIRST_EVENT_S: Final = "langgraph.probe.time_to_first_event_s"
 PROBE_TOKENS: Final = "langgraph.probe.tokens"
 PROBE_TRIGGER: Final = "langgraph.probe.trigger"
 PROBE_ITL_P50_S: Final = "langgraph.probe.inter_token_latency_p50_s"
+# Protocol v2 (docs/V2.md §4).
+PROBE_PROTOCOL: Final = "langgraph.probe.protocol"
+PROBE_RUN_STATUS: Final = "langgraph.probe.run_status"
+PROBE_DELIVERY: Final = "langgraph.probe.delivery"
+PROBE_SERVER_ITL_P50_S: Final = "langgraph.probe.server_inter_token_latency_p50_s"
+PROBE_JITTER_MAX_S: Final = "langgraph.probe.delivery_jitter_max_s"
+PROBE_AMBIGUOUS: Final = "langgraph.probe.ambiguous"
 PROBE_ANSWER_TTFT_S: Final = "langgraph.probe.time_to_first_answer_token_s"
 PROBE_REASONING_TOKENS: Final = "langgraph.probe.reasoning_tokens"
 PROBE_BUFFERED: Final = "langgraph.probe.buffered"
@@ -180,6 +187,9 @@ class OTLPSink:
             (PROBE_FIRST_EVENT_S, result.since_request_s(result.t_first_event_ns)),
             (PROBE_BUFFERED, result.buffered),
             (ERROR_TYPE, None if failure is None else failure.kind.value),
+            (PROBE_PROTOCOL, result.protocol),
+            (PROBE_RUN_STATUS, result.run_status),
+            (PROBE_DELIVERY, None if result.delivery is None else result.delivery.verdict),
         )
         root = tracer.start_span(
             f"invoke_agent {result.assistant_id}",
@@ -230,6 +240,12 @@ class OTLPSink:
                     (PROBE_REASONING_TOKENS, call.reasoning_tokens),
                     (PROBE_TPOT_S, call.tpot_s),
                     (PROBE_ITL_P50_S, quantile(call.itl_s, 0.5)),
+                    (PROBE_SERVER_ITL_P50_S, quantile(call.server_itl_s, 0.5)),
+                    (
+                        PROBE_JITTER_MAX_S,
+                        max((abs(j) for j in call.jitter_s), default=None),
+                    ),
+                    (PROBE_AMBIGUOUS, 1 if call.ambiguous else None),
                 )
                 call_start = call.basis_ns or call.token_ns[0]
                 span = tracer.start_span(

@@ -70,6 +70,16 @@ _NODE_HISTS = {
     "inter_token_latency_seconds": ("Gap between consecutive tokens of one LLM call.", True),
     "time_per_output_token_seconds": ("(last - first token) / (output tokens - 1).", True),
     "node_duration_seconds": ("Node tasks end minus tasks start.", False),
+    # Protocol v2 only: server time beside client time (docs/V2.md §4).
+    "server_inter_token_latency_seconds": (
+        "Gap between consecutive tokens of one LLM call on the server's clock (v2).",
+        True,
+    ),
+    "delivery_jitter_seconds": (
+        "|received gap - server gap| between consecutive tokens (v2): steady server gaps with"
+        " a wide jitter mean the delivery, not the model, is uneven.",
+        True,
+    ),
 }
 
 
@@ -277,6 +287,10 @@ class PrometheusSink:
                     for gap in call.itl_s:
                         obs("inter_token_latency_seconds", gap)
                     obs("time_per_output_token_seconds", call.tpot_s)
+                    for gap in call.server_itl_s:
+                        obs("server_inter_token_latency_seconds", gap)
+                    for jitter in call.jitter_s:
+                        obs("delivery_jitter_seconds", abs(jitter))
                     gaps_by_node.setdefault(node, []).extend(call.itl_s)
                 if ex.tokens:
                     st.tokens[node] = st.tokens.get(node, 0) + ex.tokens
@@ -332,6 +346,15 @@ class PrometheusSink:
         burst = fam(
             "max_tokens_per_read", "Most tokens read in one socket read, last probe.", "gauge"
         )
+        protocol = fam(
+            "protocol_info", "1 for the streaming protocol of the last probe (legacy, v2).", "gauge"
+        )
+        delivery = fam(
+            "delivery_buffered",
+            "v2, last probe: 1 if the server's token gaps were steady and the received ones"
+            " were not (batched or polled delivery), else 0.",
+            "gauge",
+        )
         status_code = fam(
             "http_status_code",
             "HTTP status of the last probe's run request; 0 when none arrived (blackbox's "
@@ -378,6 +401,14 @@ class PrometheusSink:
                 burst.add_sample(NS + "max_tokens_per_read", labels, last.max_tokens_per_read)
                 buffered.add_sample(NS + "stream_buffered", labels, 1.0 if last.buffered else 0.0)
                 status_code.add_sample(NS + "http_status_code", labels, last.http_status or 0)
+                protocol.add_sample(
+                    NS + "protocol_info", {**labels, "protocol": last.protocol}, 1.0
+                )
+                verdict = last.delivery.verdict if last.delivery is not None else "unknown"
+                if verdict != "unknown":
+                    delivery.add_sample(
+                        NS + "delivery_buffered", labels, 1.0 if verdict == "buffered" else 0.0
+                    )
                 for node, value in st.last_ratio.items():
                     ratio.add_sample(NS + "buffered_gap_ratio", {**labels, "node": node}, value)
             if st.cert_not_after_s is not None:
@@ -410,6 +441,7 @@ class PrometheusSink:
                 hists[metric].samples.extend(hist.samples(NS + metric, {**labels, "node": node}))
         yield from (success, duration, last_ok, ratio, burst, buffered, runs, on_demand, tokens)
         yield from (reasoning, skipped, status_code, cert_expiry)
+        yield from (protocol, delivery)
         yield from hists.values()
         yield phases
         reload_ok = fam(
