@@ -37,7 +37,8 @@ def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
 def one_target(url: str, name: str = "t") -> dict[str, Any]:
     return {
         "defaults": {"interval": "1h"},  # probes come from /probe only
-        "targets": [{"name": name, "url": url, "assistant_id": "agent"}],
+        # legacy: the scripted servers speak the classic runs/stream wire only
+        "targets": [{"name": name, "url": url, "assistant_id": "agent", "protocol": "legacy"}],
     }
 
 
@@ -105,7 +106,8 @@ def test_two_concurrent_probes_of_one_target_one_runs_the_other_gets_429(tmp_pat
                         await asyncio.sleep(0.01)  # the first probe has reached the server
                     second = await client.get("/probe", params={"target": "t"})
                     metrics = (await client.get("/metrics")).text
-                    return await first, second, len(server.requests), metrics
+                    runs = len(server.requests_to("POST", "/runs/stream"))
+                    return await first, second, runs, metrics
             finally:
                 await asyncio.to_thread(daemon.stop)
 
