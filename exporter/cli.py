@@ -133,8 +133,8 @@ def _add_target_args(p: argparse.ArgumentParser, *, required: bool = True) -> No
     p.add_argument(
         "--protocol",
         choices=("legacy", "v2", "auto"),
-        default="auto",
-        help="legacy POST /runs/stream, v2 event streaming, or auto: v2 where offered",
+        default="legacy",
+        help="legacy POST /runs/stream (default), v2 event streaming, or auto: v2 where offered",
     )
 
 

@@ -393,10 +393,12 @@ class Target(_Strict):
     expect: Expect = Field(default_factory=Expect)
     ca_file: str | None = Field(None, description="CA bundle to trust for https")
     insecure_skip_verify: bool = Field(False, description="do not verify the TLS certificate")
+    # NOTE: legacy by default: v2 names no node at the root of a graph (root calls report as
+    # `__root__`, docs/V2.md), so switching a target silently would move its node series.
     protocol: Literal["legacy", "v2", "auto"] = Field(
-        "auto",
-        description="legacy POST /runs/stream, v2 event streaming (docs/V2.md), or auto: v2"
-        " where the server offers it",
+        "legacy",
+        description="legacy POST /runs/stream (default), v2 event streaming (docs/V2.md), or"
+        " auto: v2 where the server offers it, asked once per target URL",
     )
     interrupt_before: tuple[str, ...] = Field(
         (), description="nodes to interrupt before (legacy protocol only; docs/V2.md)"

@@ -153,7 +153,9 @@ def test_the_v2_marker_on_the_legacy_protocol_is_rejected_at_load() -> None:
             "config": {"configurable": {"__event_streaming_v2": True}}}  # fmt: skip
     with pytest.raises(ValueError, match="use `protocol: v2`"):
         Target.model_validate({**base, "protocol": "legacy"})
-    assert Target.model_validate(base).protocol == "auto"  # auto then speaks v2
+    with pytest.raises(ValueError, match="use `protocol: v2`"):
+        Target.model_validate(base)  # legacy is the default
+    assert Target.model_validate({**base, "protocol": "auto"}).protocol == "auto"
 
 
 def test_an_ending_named_by_the_server_explains_an_incomplete_stream() -> None:
