@@ -292,7 +292,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from exporter.daemon import serve
 
-    code: int = serve(config_path=args.config, listen=args.listen)
+    code: int = serve(
+        config_path=args.config,
+        listen=args.listen,
+        web_config_file=args.web_config_file,
+        enable_lifecycle=args.web_enable_lifecycle,
+    )
     return code
 
 
@@ -355,6 +360,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the exporter daemon")
     p.add_argument("--config", help="targets file (default: $LGSE_CONFIG)")
     p.add_argument("--listen", help="HOST:PORT (default: $LGSE_LISTEN or 0.0.0.0:9465)")
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="exporter-toolkit web-config YAML: TLS, basic auth (default: $LGSE_WEB_CONFIG_FILE)",
+    )
+    p.add_argument(
+        "--web.enable-lifecycle",
+        dest="web_enable_lifecycle",
+        action="store_true",
+        help="serve /probe and POST /-/reload (default: $LGSE_WEB_ENABLE_LIFECYCLE, off)",
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("watch", help="live per-target, per-node view of a running exporter")

@@ -791,6 +791,12 @@ class Settings(BaseSettings):
     otlp: Literal["auto", "on", "off"] = Field(
         "auto", description="auto: on when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set"
     )
+    web_enable_lifecycle: bool = Field(
+        False, description="serve /probe and POST /-/reload (else 403), like --web.enable-lifecycle"
+    )
+    web_config_file: str | None = Field(
+        None, description="exporter-toolkit web-config YAML: TLS, basic auth (docs/RELIABILITY.md)"
+    )
     orphan_sweep: bool = Field(
         True,
         description="delete probe threads a killed exporter left behind (metadata"

@@ -73,6 +73,8 @@ def main() -> int:
             [sys.executable, "-m", "exporter", "run", "--config", str(config),
              "--listen", f"127.0.0.1:{port}"],
             stdout=log, stderr=subprocess.STDOUT,
+            # The demo prints a `/probe` command to try: lifecycle APIs are on for it.
+            env={**os.environ, "LGSE_WEB_ENABLE_LIFECYCLE": "true"},
         )  # fmt: skip
         log.close()
         try:

@@ -349,7 +349,8 @@ class ProbeResult:
 
     @property
     def tokens(self) -> int:
-        return sum(n.tokens for n in self.nodes)
+        """Every token received, stamped or past the cap (agrees with `Timeline.tokens`)."""
+        return sum(n.tokens for n in self.nodes) + self.tokens_dropped
 
     def since_request_s(self, ns: int | None) -> float | None:
         return None if ns is None else (ns - self.t_request_ns) / _NS

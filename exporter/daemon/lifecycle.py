@@ -28,7 +28,7 @@ import socket
 import stat
 import sys
 import threading
-from collections.abc import Callable, Generator, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,9 @@ from exporter.config import (
 )
 from exporter.core.errors import ConfigError
 from exporter.core.result import ProbeResult
-from exporter.daemon.scheduler import Scheduler
-from exporter.daemon.web import Handlers, make_app
+from exporter.daemon.scheduler import OnDemandBusy, Scheduler
+from exporter.daemon.web import Handlers, ProbeBusy, make_app
+from exporter.daemon.webconfig import BasicAuth, WebConfig, load_web_config
 from exporter.http.client import client_for
 from exporter.probe import TraceParent, probe
 from exporter.probe.request import request_headers
@@ -234,8 +235,10 @@ class Daemon:
         config_path: str,
         config: Config,
         log_stream: SafeStderr | None = None,
+        web_config: WebConfig | None = None,
     ) -> None:
         self.settings = settings
+        self.web_config = web_config
         self.config_path = config_path
         self.config = config
         self.masker = Masker()
@@ -252,15 +255,26 @@ class Daemon:
             self.otlp = OTLPSink(on_export_failure=lambda: self.prometheus.count_sink_error("otlp"))
             sinks.append(self.otlp)
         self.sinks = SinkSet(sinks, on_error=self._sink_error)
-        # Blackbox-style `/probe?format=prometheus`: every sink but the SLO series.
-        self.sinks_but_metrics = SinkSet(
-            [s for s in sinks if s is not self.prometheus], on_error=self._sink_error
-        )
+        self.prometheus.declare_sinks(self.sinks.names)
         self.scheduler: Scheduler | None = None
         self._ready = False
         self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._signals = 0
+        #: Tasks nothing else awaits (a SIGHUP reload): the loop keeps only weak references to
+        #: tasks, so one not referenced here could be garbage-collected mid-reload.
+        self.background: set[asyncio.Task[Any]] = set()
+
+    def _background(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+    def on_sighup(self) -> asyncio.Task[Any]:
+        """SIGHUP: reload in a task the daemon holds until it ends."""
+        return self._background(self.reload(), "reload:SIGHUP")
 
     def _sink_error(self, sink: str, exc: Exception) -> None:
         self.prometheus.count_sink_error(sink)
@@ -298,7 +312,10 @@ class Daemon:
         if target is None:
             return None
         lines: list[str] = []
-        result = await self.scheduler.run_now(name, lines)
+        try:
+            result = await self.scheduler.run_now(name, lines)
+        except OnDemandBusy as busy:
+            raise ProbeBusy(busy.retry_after_s) from busy
         if result is None:
             return None
         out = result.to_dict()
@@ -311,7 +328,12 @@ class Daemon:
         assert self.scheduler is not None
         if self.config.target(name) is None:
             return None
-        result = await self.scheduler.run_now(name, sinks=self.sinks_but_metrics)
+        try:
+            # Every sink, as an on-demand result: Prometheus counts it in on_demand_runs_total
+            # only, so it stays out of the SLO series (docs/RELIABILITY.md).
+            result = await self.scheduler.run_now(name)
+        except OnDemandBusy as busy:
+            raise ProbeBusy(busy.retry_after_s) from busy
         return None if result is None else probe_exposition(result)
 
     def _probe_detail(self, probe_id: str) -> dict[str, Any] | None:
@@ -324,8 +346,8 @@ class Daemon:
         assert self.scheduler is not None
         snap: dict[str, Any] = self.history.snapshot()
         last: dict[str, Any] = {}
-        for result in self.history.recent:
-            last[result.target] = summary(result)
+        for result, trigger in self.history.recent:
+            last[result.target] = summary(result, trigger)
         snap["last"] = last
         snap["schedule"] = {
             name: [{"planned": p, "started": s} for p, s in starts]
@@ -401,9 +423,11 @@ class Daemon:
             run_probe_metrics=self._run_probe_metrics,
             probe_detail=self._probe_detail,
         )
+        web_config = self.web_config
+        auth = BasicAuth(web_config.users) if web_config and web_config.users else None
         server = _Server(
             uvicorn.Config(
-                make_app(handlers),
+                make_app(handlers, enable_lifecycle=self.settings.web_enable_lifecycle, auth=auth),
                 lifespan="off",
                 access_log=False,
                 log_level="warning",
@@ -411,11 +435,12 @@ class Daemon:
                 # logger, whose handler writes through SafeStderr like every other log line.
                 log_config=None,
                 server_header=False,
+                **(web_config.uvicorn_ssl() if web_config else {}),
             )
         )
         for sig in HANDLED_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self.on_sighup)
         warn_on_open_secret_files(self.config.targets)
         warn_on_missing_secrets(self.config.targets)
         self.prometheus.set_reload(True)
@@ -433,13 +458,19 @@ class Daemon:
         self._ready = True
         freeze_startup_objects()
         share_gil_finely()
+        scheme = "https" if web_config and web_config.tls else "http"
         log.info(
             "exporter_started",
-            listen=f"http://{host}:{port}",
-            metrics=f"http://{host}:{port}/metrics",
+            listen=f"{scheme}://{host}:{port}",
+            metrics=f"{scheme}://{host}:{port}/metrics",
             targets=[t.name for t in self.config.targets],
             otlp=self.otlp is not None,
+            lifecycle_apis=self.settings.web_enable_lifecycle,
+            basic_auth=auth is not None,
+            web_config=web_config.path if web_config else None,
         )
+        if auth is not None and scheme == "http":
+            log.warning("basic_auth_without_tls", detail="passwords cross the network in clear")
         sweeper = (
             asyncio.create_task(self._sweep_forever(), name="orphan-sweep")
             if self.settings.orphan_sweep
@@ -484,14 +515,26 @@ def bind(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=2048)
 
 
-def serve(*, config_path: str | None, listen: str | None) -> int:
-    """Entry point of `langgraph-stream-exporter run`; returns the exit status."""
+def serve(
+    *,
+    config_path: str | None,
+    listen: str | None,
+    web_config_file: str | None = None,
+    enable_lifecycle: bool = False,
+) -> int:
+    """Entry point of `langgraph-stream-exporter run`; returns the exit status.
+
+    `web_config_file` and `enable_lifecycle` (the flags) win over `LGSE_WEB_CONFIG_FILE` and
+    `LGSE_WEB_ENABLE_LIFECYCLE`. An invalid targets or web-config file exits 1.
+    """
     try:
         settings = load_settings()
     except SettingsError as exc:
         for problem in exc.problems:
             sys.stderr.write(f"langgraph-stream-exporter: error: {problem}\n")
         return 2
+    if enable_lifecycle:
+        settings = settings.model_copy(update={"web_enable_lifecycle": True})
     masker = Masker()
     stream = SafeStderr()
     configure_logging(settings, masker, stream)
@@ -503,8 +546,10 @@ def serve(*, config_path: str | None, listen: str | None) -> int:
     except ValueError as exc:
         sys.stderr.write(f"langgraph-stream-exporter: error: {exc}\n")
         return 2
+    web_path = web_config_file or settings.web_config_file
     try:
         config = load_config(path)
+        web_config = load_web_config(web_path) if web_path else None
     except ConfigError as exc:
         for problem in exc.problems:
             sys.stderr.write(f"{exc.path}: {problem}\n")
@@ -521,7 +566,7 @@ def serve(*, config_path: str | None, listen: str | None) -> int:
         return 1
 
     async def main() -> int:
-        daemon = Daemon(settings, path, config, log_stream=stream)
+        daemon = Daemon(settings, path, config, log_stream=stream, web_config=web_config)
         daemon.masker = masker
         masker.update(config.targets)
         return await daemon.run(sock)

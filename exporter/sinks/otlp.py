@@ -30,6 +30,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from exporter import __version__
 from exporter.core.result import ProbeResult
 from exporter.core.stats import quantile
+from exporter.sinks import Trigger
 
 __all__ = ["OTLPSink"]
 
@@ -54,6 +55,7 @@ PROBE_TARGET: Final = "langgraph.probe.target"
 PROBE_TTFT_S: Final = "langgraph.probe.time_to_first_token_s"
 PROBE_FIRST_EVENT_S: Final = "langgraph.probe.time_to_first_event_s"
 PROBE_TOKENS: Final = "langgraph.probe.tokens"
+PROBE_TRIGGER: Final = "langgraph.probe.trigger"
 PROBE_ITL_P50_S: Final = "langgraph.probe.inter_token_latency_p50_s"
 # Protocol v2 (docs/V2.md §4).
 PROBE_PROTOCOL: Final = "langgraph.probe.protocol"
@@ -160,7 +162,7 @@ class OTLPSink:
         self.provider.add_span_processor(processor)
         self._tracer = self.provider.get_tracer("langgraph-stream-exporter", __version__)
 
-    def record(self, result: ProbeResult) -> None:
+    def record(self, result: ProbeResult, trigger: Trigger = "scheduled") -> None:
         tracer = self._tracer
         if result.trace_id:
             self._ids.next_trace_id = int(result.trace_id, 16)
@@ -176,6 +178,7 @@ class OTLPSink:
             (SERVER_ADDRESS, url.hostname),
             (SERVER_PORT, url.port),
             (PROBE_TOKENS, result.tokens),
+            (PROBE_TRIGGER, trigger),
             (GEN_AI_CONVERSATION_ID, result.thread_id),
             (LANGGRAPH_RUN_ID, result.run_id),
             (HTTP_RESPONSE_STATUS_CODE, result.http_status),
