@@ -131,8 +131,8 @@ def test_auto_picks_v2_here_and_legacy_where_v2_is_off(
     py_server: str, legacy_only_server: str
 ) -> None:
     forget_protocols()
-    assert run(target(py_server, "agent")).protocol == "v2"
-    off = run(target(legacy_only_server, "agent"))
+    assert run(target(py_server, "agent", protocol="auto")).protocol == "v2"
+    off = run(target(legacy_only_server, "agent", protocol="auto"))
     assert off.protocol == "legacy" and off.success, off.failure
 
 
