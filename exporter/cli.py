@@ -118,9 +118,25 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
     target = _target_from_args(args)
     result = run_async(probe(target, transport=args.transport))
+    if args.svg:
+        from exporter.core.waterfall import layout
+        from exporter.core.waterfall_svg import render_svg
+
+        try:
+            Path(args.svg).write_text(render_svg(layout(result)), encoding="utf-8")
+        except OSError as exc:
+            _usage_error(f"--svg {args.svg}: {exc.strerror or exc}")
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(result.to_dict()) + b"\n")
         sys.stdout.flush()
+    elif args.waterfall:
+        from rich.console import Console
+
+        from exporter.core.waterfall import layout
+        from exporter.core.waterfall_text import render_text
+
+        console = Console()
+        console.print(render_text(layout(result), width=min(console.width, 120)))
     else:
         from rich.console import Console
 
@@ -187,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("probe", help="probe once and print a report (or --json)")
     _add_target_args(p)
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    p.add_argument(
+        "--waterfall", action="store_true", help="print the waterfall instead of the table"
+    )
+    p.add_argument("--svg", metavar="FILE", help="also write the waterfall as an SVG file")
     p.add_argument("--transport", choices=("stamping", "aiohttp", "httpcore"), default="stamping")
     p.set_defaults(func=_cmd_probe)
 
