@@ -23,6 +23,7 @@ from collections.abc import Callable, Generator, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 import structlog
 import uvicorn
 
@@ -36,6 +37,7 @@ from exporter.config import (
 )
 from exporter.core.errors import ConfigError
 from exporter.core.result import ProbeResult
+from exporter.daemon.events import EventBus
 from exporter.daemon.scheduler import Scheduler
 from exporter.daemon.web import Handlers, make_app
 from exporter.probe import TraceParent, probe
@@ -139,7 +141,9 @@ class Daemon:
         self.masker.update(config.targets)
         self.prometheus = PrometheusSink(max_nodes_per_target=settings.max_nodes_per_target)
         self.history = History(settings.history_size)
-        sinks: list[Sink] = [self.prometheus, LogSink(), self.history]
+        # `/-/events` entries: the `/-/probes` shape, masked when published (daemon/events.py)
+        self.events = EventBus(lambda r: self.masker.bytes(orjson.dumps(summary(r))))
+        sinks: list[Sink] = [self.prometheus, LogSink(), self.history, self.events]
         self.otlp: Sink | None = None
         if settings.otlp == "on" or (settings.otlp == "auto" and otlp_configured()):
             from exporter.sinks.otlp import OTLPSink
@@ -236,6 +240,10 @@ class Daemon:
             probes=self._probes,
             target_names=lambda: [t.name for t in self.config.targets],
             mask=self.masker.bytes,
+            run_probe_result=lambda name: scheduler.run_now(name),
+            find_result=self.history.find,
+            latest_result=self.history.latest,
+            events=self.events,
         )
         server = _Server(
             uvicorn.Config(

@@ -8,6 +8,10 @@
 | `POST /-/reload` | reload the targets file (also SIGHUP); 500 with the problems if invalid |
 | `GET /probe?target=NAME[&debug=true]` | probe that configured target now; JSON result |
 | `GET /-/probes` | recent results, failures kept longer, and the schedule |
+| `GET /probe?target=NAME&format=svg` | probe now; the waterfall as SVG |
+| `GET /-/probes/<id>.svg` (`.json`) | waterfall of a kept result; id = its trace id |
+| `GET /-/probes/latest.svg?target=NAME` | redirect to that target's latest `<id>.svg` |
+| `GET /-/events` | Server-Sent Events: one `probe` event per finished probe |
 
 `/probe` accepts only the name of a configured target. Any other value (including a URL) is a
 404, and nothing from the query string ever reaches a request: no open proxy (CVE-2020-16248).
@@ -25,6 +29,9 @@ import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from exporter.core.result import ProbeResult
+from exporter.daemon.events import EventBus, serve_events
+from exporter.daemon.pictures import SVG_HEADERS, serve_picture, svg_bytes
 from exporter.runtime import collector_paused
 
 __all__ = ["Handlers", "make_app"]
@@ -46,10 +53,19 @@ class Handlers:
     probes: Callable[[], dict[str, Any]]
     target_names: Callable[[], list[str]]
     mask: Callable[[bytes], bytes]
+    # Pictures and the event stream (exporter/daemon/pictures.py, events.py); None: 404.
+    run_probe_result: Callable[[str], Awaitable[ProbeResult | None]] | None = None
+    find_result: Callable[[str], ProbeResult | None] | None = None
+    latest_result: Callable[[str], ProbeResult | None] | None = None
+    events: EventBus | None = None
 
 
 async def _respond(
-    send: Send, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8"
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: str = "text/plain; charset=utf-8",
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     await send(
         {
@@ -59,6 +75,7 @@ async def _respond(
                 (b"content-type", content_type.encode()),
                 (b"content-length", str(len(body)).encode()),
                 (b"cache-control", b"no-store"),
+                *(extra or []),
             ],
         }
     )
@@ -126,6 +143,15 @@ def make_app(h: Handlers) -> App:
             if len(values) != 1 or not values[0]:
                 await _respond(send, 400, b"give exactly one ?target=NAME of a configured target\n")
                 return
+            if query.get("format", ["json"])[0] == "svg" and h.run_probe_result is not None:
+                probed = await h.run_probe_result(values[0])
+                if probed is not None:
+                    svg = h.mask(svg_bytes(probed))
+                    await _respond(send, 200, svg, "image/svg+xml", SVG_HEADERS)
+                    return
+                known = ", ".join(h.target_names()) or "none"
+                await _respond(send, 404, f"unknown target; configured targets: {known}\n".encode())
+                return
             debug = query.get("debug", ["false"])[0].lower() in ("1", "true", "yes")
             result = await h.run_probe(values[0], debug)
             if result is None:
@@ -136,6 +162,11 @@ def make_app(h: Handlers) -> App:
             await _respond(send, 200, h.mask(_json(result)), json_type)
         elif path == "/-/probes":
             await _respond(send, 200, h.mask(_json(h.probes())), json_type)
+        elif path == "/-/events" and h.events is not None:
+            await serve_events(h.events, scope, receive, send)
+        elif path.startswith("/-/probes/") and h.find_result and h.latest_result:
+            await serve_picture(path, query, send, find=h.find_result, latest=h.latest_result,
+                                mask=h.mask)  # fmt: skip
         elif path == "/":
             await _respond(send, 200, _INDEX, "text/html; charset=utf-8")
         else:

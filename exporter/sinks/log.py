@@ -93,6 +93,21 @@ class History:
     def close(self) -> None:
         """Nothing to flush."""
 
+    def find(self, probe_id: str) -> ProbeResult | None:
+        """The kept result whose id (its trace id, `/-/probes/<id>.svg`) is `probe_id`."""
+        for results in (self.recent, self.failures):
+            for result in results:
+                if result.trace_id and result.trace_id == probe_id:
+                    return result
+        return None
+
+    def latest(self, target: str) -> ProbeResult | None:
+        """The most recent kept result of `target`."""
+        for result in reversed(self.recent):
+            if result.target == target:
+                return result
+        return None
+
     def snapshot(self) -> dict[str, list[dict[str, Any]]]:
         return {
             "recent": [summary(r) for r in reversed(self.recent)],
