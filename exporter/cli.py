@@ -192,7 +192,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
 def _cmd_watch(args: argparse.Namespace) -> int:
     from exporter.watch import watch
 
-    return watch(args.url, duration_s=args.duration)
+    return watch(args.url, duration_s=args.duration, target=args.target)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("watch", help="live per-target, per-node view of a running exporter")
     p.add_argument("--url", default="http://127.0.0.1:9465", help="the exporter's base URL")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--target", metavar="NAME", help="also draw the waterfall of NAME's last probe")
     p.set_defaults(func=_cmd_watch)
 
     p = sub.add_parser("check-config", help="validate a targets file and exit 0/1")

@@ -11,16 +11,21 @@ reading) loses the event, and the loss is counted per subscriber and in total. S
 costs the probes nothing and the other clients nothing (docs/RELIABILITY.md: nothing a client
 does may delay a stamp).
 
-A client that reconnects with `Last-Event-ID: N` first gets every buffered event after N; when N
-is older than the buffer, a `: missed` comment says how many are gone. A comment line every
-`heartbeat_s` keeps proxies from closing an idle stream and lets the client see the server is
-alive. At most `max_subscribers` streams at once; the next one gets 503 with `Retry-After`.
+Event ids are `<boot>-<n>`: `boot` names this daemon process, `n` counts its events from 1. A
+client that reconnects with `Last-Event-ID: <boot>-N` first gets every buffered event after N;
+when N is older than the buffer, a `: missed` comment says how many are gone. An id of another
+boot (the daemon restarted since) gets every buffered event: all of them are new to that
+client. A comment line every `heartbeat_s` keeps proxies from closing an idle stream and lets
+the client see the server is alive. At most `max_subscribers` streams at once; the next one
+gets 503 with `Retry-After`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -63,6 +68,8 @@ class EventBus:
         self._buffer: deque[tuple[int, bytes]] = deque(maxlen=buffer_size)
         self._subscribers: set[Subscriber] = set()
         self._next_id = 1
+        # NOTE: epoch ms plus the pid: unique per daemon process, and readable in a log.
+        self.boot = f"{time.time_ns() // 1_000_000:x}.{os.getpid():x}"
         self.max_subscribers = max_subscribers
         self.queue_size = queue_size
         self.heartbeat_s = heartbeat_s
@@ -96,21 +103,32 @@ class EventBus:
             sub.dropped_unreported += 1
             self.dropped_total += 1
 
-    def subscribe(self, last_event_id: int | None) -> Subscriber | None:
-        """A new subscriber, primed with the buffered events after `last_event_id`; None when
-        `max_subscribers` streams are open already."""
+    def event_id(self, n: int) -> str:
+        return f"{self.boot}-{n}"
+
+    def subscribe(self, last_event_id: str | None) -> Subscriber | None:
+        """A new subscriber, primed with the buffered events after `last_event_id` (all of them
+        for an id of an earlier daemon process); None when `max_subscribers` are open."""
         if len(self._subscribers) >= self.max_subscribers:
             self.rejected_total += 1
             return None
         sub = Subscriber(asyncio.Queue(maxsize=self.queue_size))
         if last_event_id is not None:
+            seen = self._seq_of(last_event_id)
             oldest = self._buffer[0][0] if self._buffer else self._next_id
-            sub.missed = max(0, min(oldest, self._next_id) - last_event_id - 1)
+            sub.missed = max(0, oldest - seen - 1) if seen else 0
             for event in self._buffer:
-                if event[0] > last_event_id:
+                if event[0] > seen:
                     self._offer(sub, event)
         self._subscribers.add(sub)
         return sub
+
+    def _seq_of(self, event_id: str) -> int:
+        """The sequence number of one of our ids; 0 (replay all) for an id of another boot."""
+        boot, _, n = event_id.strip().rpartition("-")
+        if boot == self.boot and n.isdigit():
+            return int(n)
+        return 0
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self._subscribers.discard(sub)
@@ -119,15 +137,11 @@ class EventBus:
         """Nothing to flush: open streams end when the HTTP server stops."""
 
 
-def _frame(event_id: int, data: bytes) -> bytes:
-    return b"id: %d\nevent: probe\ndata: %s\n\n" % (event_id, data)
-
-
-def _last_event_id(scope: dict[str, Any]) -> int | None:
+def _last_event_id(scope: dict[str, Any]) -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"last-event-id":
-            with contextlib.suppress(ValueError):
-                return int(value.decode("latin-1").strip())
+            text: str = value.decode("latin-1")
+            return text
     return None
 
 
@@ -185,7 +199,7 @@ async def serve_events(bus: EventBus, scope: dict[str, Any], receive: Receive, s
                 await send({"type": "http.response.body", "body": b": heartbeat\n\n",
                             "more_body": True})  # fmt: skip
                 continue
-            chunk = b"".join(_frames(sub, getter.result()))
+            chunk = b"".join(_frames(bus, sub, getter.result()))
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     finally:
         bus.unsubscribe(sub)
@@ -194,15 +208,16 @@ async def serve_events(bus: EventBus, scope: dict[str, Any], receive: Receive, s
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def _frames(sub: Subscriber, first: tuple[int, bytes]) -> Iterator[bytes]:
+def _frames(bus: EventBus, sub: Subscriber, first: tuple[int, bytes]) -> Iterator[bytes]:
     """The event taken plus whatever else is queued, in one write; a comment first when events
     were dropped since the last write, so the client knows it missed some."""
     if sub.dropped_unreported:
         yield b": dropped %d events (client too slow)\n\n" % sub.dropped_unreported
         sub.dropped_unreported = 0
-    yield _frame(*first)
-    while True:
+    event: tuple[int, bytes] | None = first
+    while event is not None:
+        yield b"id: %s\nevent: probe\ndata: %s\n\n" % (bus.event_id(event[0]).encode(), event[1])
         try:
-            yield _frame(*sub.queue.get_nowait())
+            event = sub.queue.get_nowait()
         except asyncio.QueueEmpty:
-            return
+            event = None

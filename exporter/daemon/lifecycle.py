@@ -142,7 +142,13 @@ class Daemon:
         self.prometheus = PrometheusSink(max_nodes_per_target=settings.max_nodes_per_target)
         self.history = History(settings.history_size)
         # `/-/events` entries: the `/-/probes` shape, masked when published (daemon/events.py)
-        self.events = EventBus(lambda r: self.masker.bytes(orjson.dumps(summary(r))))
+        self.events = EventBus(
+            lambda r: self.masker.bytes(orjson.dumps(summary(r))),
+            buffer_size=settings.events_buffer_size,
+            max_subscribers=settings.events_max_subscribers,
+            queue_size=settings.events_queue_size,
+            heartbeat_s=settings.events_heartbeat_s,
+        )
         sinks: list[Sink] = [self.prometheus, LogSink(), self.history, self.events]
         self.otlp: Sink | None = None
         if settings.otlp == "on" or (settings.otlp == "auto" and otlp_configured()):
