@@ -214,6 +214,12 @@ class Daemon:
         for result in self.history.recent:
             last[result.target] = summary(result)
         snap["last"] = last
+        snap["events"] = {
+            "subscribers": self.events.subscribers,
+            "published": self.events.published,
+            "dropped": self.events.dropped_total,
+            "rejected": self.events.rejected_total,
+        }
         snap["schedule"] = {
             name: [{"planned": p, "started": s} for p, s in starts]
             for name, starts in self.scheduler.schedule_log().items()
