@@ -154,8 +154,12 @@ class Daemon:
         if settings.otlp == "on" or (settings.otlp == "auto" and otlp_configured()):
             from exporter.sinks.otlp import OTLPSink
 
-            self.otlp = OTLPSink()
+            self.otlp = OTLPSink(token_events=settings.span_token_events)
             sinks.append(self.otlp)
+        if settings.otlp_metrics:
+            from exporter.sinks.otlp_metrics import OTLPMetricsSink
+
+            sinks.append(OTLPMetricsSink(semconv=settings.semconv))
         self.sinks = SinkSet(sinks, on_error=self._sink_error)
         self.scheduler: Scheduler | None = None
         self._ready = False
