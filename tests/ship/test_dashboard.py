@@ -19,6 +19,7 @@ GAUGES = {
     "config_last_reload_successful",
     "buffered_gap_ratio",
     "max_tokens_per_read",
+    "stream_buffered",
 }
 COUNTERS = {"runs_total", "tokens_total", "sink_errors_total", "probes_skipped_total"}
 HISTOGRAMS = {
@@ -30,6 +31,7 @@ HISTOGRAMS = {
     "time_per_output_token_seconds",
     "node_duration_seconds",
     "run_duration_seconds",
+    "time_to_first_answer_token_seconds",
 }
 # The exporter's metric families (DESIGN.md §2 and the ship brief), as they appear in PromQL.
 METRICS = {f"langgraph_probe_{name}" for name in GAUGES | COUNTERS} | {
