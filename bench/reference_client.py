@@ -4,7 +4,7 @@ It does the least a correct LangGraph streaming client can do: one TCP connectio
 (an ``asyncio.Protocol`` on uvloop), an HTTP/1.1 request written by hand, chunked decoding,
 SSE events split on ``\\r\\n\\r\\n``, and orjson for each event's data line. Every socket read
 is stamped with ``time.monotonic_ns()`` before anything is parsed; all events completed by
-that read share the stamp (DESIGN §1.3).
+that read share the stamp (docs/WIRE.md §17).
 
 It takes the same flags as the product's ``load`` subcommand and writes the same
 ``--trace-out`` JSON lines and ``--json-summary`` last line, so the harness treats both alike:
@@ -222,7 +222,7 @@ def vm_hwm_kb() -> int:
 
 
 def build_request(url: str, assistant: str, mode: str) -> tuple[str, int, bytes]:
-    """The stateless request the product sends (DESIGN §1.2), as raw HTTP/1.1 bytes."""
+    """The stateless request the product sends (docs/WIRE.md §1), as raw HTTP/1.1 bytes."""
     if mode != "stateless":
         raise SystemExit("the reference client implements --mode stateless only")
     u = urllib.parse.urlsplit(url)

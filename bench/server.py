@@ -7,7 +7,7 @@ CRLF framing, one HTTP chunk per event, ``metadata`` first, ``tasks`` start/end 
 two interleaved parallel writer nodes whose tokens each carry the ~0.7 KB metadata dict,
 a usage chunk and a ``chunk_position: "last"`` chunk per LLM call, a non-streamed node-output
 message from ``merge``, ``: heartbeat`` comments every 5 s from the start of the response,
-and no ``end`` event (the chunked body just ends, wire §2).
+and no ``end`` event (the chunked body just ends, docs/WIRE.md §2).
 
 Every stream's events are laid out in advance as a schedule of offsets from the response
 start. All streams are driven by one timer (a heap holding each stream's next step), not by
@@ -193,7 +193,7 @@ def build_steps(sc: Scenario, rng: random.Random) -> list[Step]:
     end = merge_start + int((sc.merge_ms + 1.0) * ms)
     hb = int(sc.heartbeat_s * 1e9)
     # NOTE: the heartbeat timer counts from the response start and events do not reset it
-    # (wire §2: 5005, 10005, ... ms).
+    # (docs/WIRE.md §2: 5005, 10005, ... ms).
     steps.extend(Step(t, HEARTBEAT) for t in range(hb, end, hb))
     steps.append(Step(end, EOF))
     # sorted() is stable, so steps with equal offsets keep their listed order.
@@ -371,7 +371,7 @@ def make_stream(
         "created_by": "system",
         "graph_id": "parallel",
         "assistant_id": assistant,
-        # NOTE: the request's metadata is merged at the top level (wire §4); the product's
+        # NOTE: the request's metadata is merged at the top level (docs/WIRE.md §4); the product's
         # probe marker therefore appears in every token.
         **req_meta,
         "run_attempt": 1,

@@ -8,7 +8,7 @@ LangGraph installed: the server itself runs from ``demo/.venv``.
 
     python demo/devserver.py [--port P] [--log PATH]   # foreground, Ctrl-C/SIGTERM stops it
 
-What it guarantees (DESIGN §6, wire §1):
+What it guarantees (docs/WIRE.md §14):
 
 * Clean state: the in-memory server persists threads to ``.langgraph_api/*.pckl`` in
   its project folder, so every start copies ``langgraph.json`` and ``*.py`` to a new
@@ -50,7 +50,7 @@ from provider_api import ProviderAPIProcess
 DEMO_DIR = Path(__file__).resolve().parent
 DEFAULT_LANGGRAPH_BIN = DEMO_DIR / ".venv" / "bin" / "langgraph"
 
-# Forced on (after the caller's env) because each one stops a non-loopback request (wire §1).
+# Forced on (after the caller's env): each stops a non-loopback request (docs/WIRE.md §14).
 _QUIET_ENV = {
     "LANGGRAPH_CLI_NO_ANALYTICS": "1",
     "LANGGRAPH_NO_VERSION_CHECK": "true",
@@ -167,7 +167,7 @@ class DevServer:
             "127.0.0.1",
             "--port",
             str(self.port),
-            # The CLI's real default is 1 job (wire §1): runs would queue behind each other.
+            # The CLI's real default is 1 job (docs/WIRE.md §14): runs would queue behind each other
             "--n-jobs-per-worker",
             "10",
         ]

@@ -1,7 +1,7 @@
 """A fake token-streaming chat model and its timing knobs, for the demo graphs.
 
 No network: every "token" is produced locally with a real ``asyncio.sleep`` before
-it, so the time to first token and the gaps a client sees are genuine (wire §14:
+it, so the time to first token and the gaps a client sees are genuine (docs/WIRE.md §14:
 the server adds about 1.3 ms).
 
 Timing resolution (first match wins), see ``resolve_timing``:
@@ -93,7 +93,7 @@ def resolve_timing(
 class ProviderRateLimitError(Exception):
     """Stands in for a provider SDK exception (e.g. openai.RateLimitError).
 
-    It is not a builtin, so the server masks its message (wire §8).
+    It is not a builtin, so the server masks its message (docs/WIRE.md §8).
     """
 
 
@@ -109,7 +109,7 @@ class FakeStreamingChatModel(BaseChatModel):
     tool call; otherwise it streams ``final_text``. The last chunk it yields is an
     OpenAI-style usage-only chunk (no content, ``usage_metadata`` and
     ``finish_reason``); langchain-core then appends the empty
-    ``chunk_position: "last"`` chunk by itself (wire §5).
+    ``chunk_position: "last"`` chunk by itself (docs/WIRE.md §5).
     ``first_token_s``/``token_gap_s`` can be overridden per call as ``ainvoke`` kwargs.
     """
 
@@ -128,7 +128,7 @@ class FakeStreamingChatModel(BaseChatModel):
         return "fake-streaming-chat"
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        # These become ls_provider / ls_model_name in every token's metadata (wire §4).
+        # These become ls_provider / ls_model_name in every token's metadata (docs/WIRE.md §4).
         return LangSmithParams(
             ls_provider=self.provider,
             ls_model_name=self.model_name,
@@ -199,7 +199,7 @@ class FakeStreamingChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        # Used only when nobody streams (e.g. stream_mode "values", wire §3): answers at once.
+        # Used only when nobody streams (stream_mode "values", docs/WIRE.md §3): answers at once.
         if self.fail_after is not None:
             self._fail(0)
         chunks = self._plan(messages)

@@ -18,7 +18,7 @@ boom          agent; the model raises RuntimeError instead of        agent      
 boom_custom   agent; the model raises ProviderRateLimitError (not a  agent        0.100  0.030
               builtin: the server masks it) after 3 chunks
 slow          agent; first token after 7 s, longer than the 5 s      agent        7.000  0.030
-              heartbeat (wire §2), then "Sorry for the wait."
+              heartbeat (docs/WIRE.md §2), then "Sorry for the wait."
 ============  =====================================================  ===========  =====  =====
 
 Overrides, per request (``config.configurable``) or per server process (``DEMO_*``

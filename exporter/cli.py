@@ -16,7 +16,15 @@ import orjson
 from pydantic import ValidationError
 
 from exporter import __version__
-from exporter.config import Target, load_config
+from exporter.config import (
+    SECRET_HEADERS,
+    Target,
+    Timeouts,
+    check_header_name,
+    check_header_value,
+    load_config,
+    parse_duration,
+)
 from exporter.core.errors import ConfigError
 from exporter.runtime import run_async
 
@@ -42,7 +50,43 @@ def _header(value: str) -> tuple[str, str]:
     name, sep, val = value.partition(":")
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"expected 'Name: value', got {value!r}")
-    return name.strip(), val.strip()
+    name, val = name.strip(), val.strip()
+    try:
+        check_header_name(name)
+        check_header_value(val)
+    except ValueError as exc:  # the value is not echoed: it may be a credential
+        raise argparse.ArgumentTypeError(f"{name!r}: {exc}") from exc
+    hint = SECRET_HEADERS.get(name.lower())
+    if hint is not None:
+        raise argparse.ArgumentTypeError(
+            f"{name.lower()} is a secret: use --secret-header '{name}=ENV_VAR'"
+            + (" or --api-key-env/--api-key-file" if name.lower() == "x-api-key" else "")
+        )
+    return name, val
+
+
+def _secret_header(value: str) -> tuple[str, dict[str, str]]:
+    name, sep, env = value.partition("=")
+    name, env = name.strip(), env.strip()
+    if not sep or not name or not env:
+        raise argparse.ArgumentTypeError(f"expected 'Name=ENV_VAR', got {value!r}")
+    try:
+        check_header_name(name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{name!r}: {exc}") from exc
+    return name, {"env": env}
+
+
+def _duration(value: str) -> float:
+    """argparse type: the exporter's one duration syntax (`30`, `500ms`, `1m30s`) -> seconds."""
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+#: `--timeout-<phase>` flags, one per `Timeouts` field.
+TIMEOUT_PHASES = tuple(Timeouts.model_fields)
 
 
 def _json_object(value: str) -> dict[str, Any]:
@@ -55,20 +99,36 @@ def _json_object(value: str) -> dict[str, Any]:
     return obj
 
 
-def _add_target_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", required=True, help="base URL of the LangGraph API server")
-    p.add_argument("--assistant", required=True, help="assistant id or graph id")
+def _add_target_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument("--url", required=required, help="base URL of the LangGraph API server")
+    p.add_argument(
+        "--assistant", "--assistant-id", dest="assistant", required=required,
+        help="assistant id or graph id (the targets file's assistant_id)",
+    )  # fmt: skip
     src = p.add_mutually_exclusive_group()
     src.add_argument("--input", dest="input_text", help="a human message to send")
     src.add_argument("--input-file", help="JSON file with the whole run `input` object")
     p.add_argument("--mode", choices=("stateless", "thread"), default="stateless")
     p.add_argument("--header", action="append", type=_header, default=[], help="'Name: value'")
+    p.add_argument(
+        "--secret-header",
+        action="append",
+        type=_secret_header,
+        default=[],
+        metavar="NAME=ENV_VAR",
+        help="a header whose value is read from an environment variable (e.g. Authorization)",
+    )
     key = p.add_mutually_exclusive_group()
     key.add_argument("--api-key-env", help="environment variable holding the x-api-key")
     key.add_argument("--api-key-file", help="file holding the x-api-key (e.g. a mounted Secret)")
     p.add_argument("--no-subgraphs", action="store_true", help="do not stream subgraph tokens")
     p.add_argument("--run-config", type=_json_object, help="run `config` as JSON")
-    p.add_argument("--timeout-total", type=float, default=120.0, metavar="S")
+    for phase in TIMEOUT_PHASES:
+        field = Timeouts.model_fields[phase]
+        p.add_argument(
+            f"--timeout-{phase.replace('_', '-')}", dest=f"timeout_{phase}", type=_duration,
+            metavar="DURATION", help=f"{field.description} (default {field.default:g}s)",
+        )  # fmt: skip
     p.add_argument("--expect-regex", help="the streamed text must match this regex")
 
 
@@ -84,12 +144,16 @@ def _target_from_args(args: argparse.Namespace, name: str = "cli") -> Target:
     else:
         text = args.input_text if args.input_text is not None else "what's the weather in sf?"
         run_input = {"messages": [{"role": "human", "content": text}]}
+    # A phase not given defaults to its usual value, capped by the total when one is given.
     total = args.timeout_total
-    if total <= 0:
-        _usage_error("--timeout-total must be positive")
-    timeout = {"total": total, "idle": min(15.0, total)}
-    for phase, default in (("headers", 10.0), ("first_event", 30.0), ("first_token", 60.0)):
-        timeout[phase] = min(default, total)
+    timeout: dict[str, float] = {}
+    for phase in TIMEOUT_PHASES:
+        given = getattr(args, f"timeout_{phase}")
+        default = Timeouts.model_fields[phase].default
+        if given is not None:
+            timeout[phase] = given
+        elif total is not None and phase != "connect":
+            timeout[phase] = min(default, total)
     try:
         return Target.model_validate(
             {
@@ -100,6 +164,7 @@ def _target_from_args(args: argparse.Namespace, name: str = "cli") -> Target:
                 "input": run_input,
                 "config": args.run_config,
                 "headers": dict(args.header),
+                "secret_headers": dict(args.secret_header),
                 "api_key_env": args.api_key_env,
                 "api_key_file": args.api_key_file,
                 "stream_subgraphs": not args.no_subgraphs,
@@ -113,10 +178,63 @@ def _target_from_args(args: argparse.Namespace, name: str = "cli") -> Target:
         _usage_error(f"{loc}: {first['msg'].removeprefix('Value error, ')}")
 
 
+def _configured_target(args: argparse.Namespace) -> Target:
+    """`--config FILE --target NAME`: the target exactly as the daemon would probe it."""
+    flags = [
+        f
+        for f in (
+            "url",
+            "assistant",
+            "input_text",
+            "input_file",
+            "run_config",
+            "api_key_env",
+            "api_key_file",
+            "expect_regex",
+        )
+        if getattr(args, f)
+    ]
+    flags += [p for p in TIMEOUT_PHASES if getattr(args, f"timeout_{p}") is not None]
+    if args.header:
+        flags.append("header")
+    if flags:
+        _usage_error(
+            f"--config takes the target from the file; do not combine it with --{flags[0]}".replace(
+                "_", "-"
+            )
+        )
+    if not args.target:
+        _usage_error("--config needs --target NAME")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _usage_error("\n".join(f"{exc.path}: {p}" for p in exc.problems))
+    target = config.target(args.target)
+    if target is None:
+        names = ", ".join(t.name for t in config.targets)
+        _usage_error(f"{args.config}: no target named {args.target!r} (targets: {names})")
+    return target
+
+
+def _check_secrets(target: Target) -> None:
+    """A configured secret source that yields nothing is a usage error, named (exit 2)."""
+    missing = target.missing_secrets()
+    if missing:
+        _usage_error("; ".join(missing))
+
+
 def _cmd_probe(args: argparse.Namespace) -> int:
     from exporter.probe import probe
 
-    target = _target_from_args(args)
+    if args.config is not None:
+        target = _configured_target(args)
+    elif args.target is not None:
+        _usage_error("--target needs --config FILE")
+    elif not args.url or not args.assistant:
+        _usage_error("give --url and --assistant, or --config FILE --target NAME")
+    else:
+        target = _target_from_args(args)
+    _check_secrets(target)
     result = run_async(probe(target, transport=args.transport))
     if args.svg:
         from exporter.core.waterfall import layout
@@ -150,15 +268,34 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.file)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            sys.stderr.write(f"{exc.path}: {problem}\n")
-        return EXIT_FAILURE
-    names = ", ".join(t.name for t in config.targets) or "none"
-    sys.stdout.write(f"{args.file}: OK, {len(config.targets)} target(s): {names}\n")
-    return EXIT_OK
+    """Each file: its problems (exit 1), or OK; a secret source that yields nothing here is a
+    warning, an error with `--strict` (for CI that has the secrets)."""
+    from exporter.config import unknown_settings
+
+    code = EXIT_OK
+    level = "error" if args.strict else "warning"
+    for name in unknown_settings():
+        sys.stderr.write(f"{level}: {name}\n")
+        code = EXIT_FAILURE if args.strict else code
+    for path in args.files:
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                sys.stderr.write(f"{exc.path}: {problem}\n")
+            code = EXIT_FAILURE
+            continue
+        secrets_ok = True
+        for i, target in enumerate(config.targets):
+            for problem in target.missing_secrets():
+                sys.stderr.write(f"{path}: {level}: targets[{i}].{problem}\n")
+                secrets_ok = False
+        if args.strict and not secrets_ok:
+            code = EXIT_FAILURE
+            continue
+        names = ", ".join(t.name for t in config.targets)
+        sys.stdout.write(f"{path}: OK, {len(config.targets)} target(s): {names}\n")
+    return code
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -172,10 +309,9 @@ def _cmd_load(args: argparse.Namespace) -> int:
     from exporter.load import LoadOptions, run_load
 
     target = _target_from_args(args, name="load")
+    _check_secrets(target)
     if args.concurrency < 1:
         _usage_error("--concurrency must be at least 1")
-    if args.duration <= 0:
-        _usage_error("--duration must be positive")
     options = LoadOptions(
         concurrency=args.concurrency,
         duration_s=args.duration,
@@ -201,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("probe", help="probe once and print a report (or --json)")
-    _add_target_args(p)
+    _add_target_args(p, required=False)
+    p.add_argument("--config", metavar="FILE", help="targets file: probe one of its targets")
+    p.add_argument("--target", metavar="NAME", help="with --config: the target to probe")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
     p.add_argument(
         "--waterfall", action="store_true", help="print the waterfall instead of the table"
@@ -213,10 +351,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("load", help="N concurrent streams; TTFT and ITL per node under load")
     _add_target_args(p)
     p.add_argument("--concurrency", type=int, required=True, metavar="C")
-    p.add_argument("--duration", type=float, required=True, metavar="S")
+    p.add_argument(
+        "--duration", type=_duration, required=True, metavar="DURATION",
+        help="no stream starts after this (30, 10s, 2m)",
+    )  # fmt: skip
     p.add_argument("--max-streams", type=int, metavar="N")
     p.add_argument("--trace-out", metavar="FILE", help="one JSON line per stream")
-    p.add_argument("--json-summary", action="store_true", help="last line: cpu_s, wall_s, rss")
+    p.add_argument(
+        "--json-summary", action="store_true",
+        help="last line: one JSON object with latencies, failures by kind, cpu_s, wall_s, rss",
+    )  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--transport", choices=("stamping", "aiohttp", "httpcore"), default="stamping")
     p.set_defaults(func=_cmd_load)
@@ -227,13 +371,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("watch", help="live per-target, per-node view of a running exporter")
-    p.add_argument("--url", default="http://127.0.0.1:9465", help="the exporter's base URL")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument(
+        "--url", default="http://127.0.0.1:9465",
+        help="the exporter's base URL or its /metrics URL",
+    )  # fmt: skip
+    p.add_argument("--duration", type=_duration, metavar="DURATION", help="stop after this")
     p.add_argument("--target", metavar="NAME", help="also draw the waterfall of NAME's last probe")
     p.set_defaults(func=_cmd_watch)
 
-    p = sub.add_parser("check-config", help="validate a targets file and exit 0/1")
-    p.add_argument("file")
+    p = sub.add_parser("check-config", help="validate targets files and exit 0/1")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument(
+        "--strict", action="store_true",
+        help="a secret source that yields nothing (or an unknown LGSE_* variable) is an error",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_check_config)
     return parser
 

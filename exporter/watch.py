@@ -6,6 +6,9 @@ port-forwarded from a cluster). When the stream breaks (daemon restarted, networ
 reconnects on its own with `Last-Event-ID`, and gets the events it missed from the daemon's
 replay buffer. On a terminal it redraws one table (and, with `--target NAME`, the waterfall of
 that target's latest probe); piped, it prints a line per new probe result.
+`--url` is the exporter's base URL or its `/metrics` URL. Something that answers but is not
+an exporter ends the watch at once (exit 1); so does never having reached the exporter by the end
+of `duration_s` or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import queue
 import threading
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -29,13 +33,32 @@ from exporter.core.report import ms
 from exporter.core.waterfall import Waterfall
 from exporter.core.waterfall_text import render_text
 
-__all__ = ["watch"]
+__all__ = ["NotAnExporter", "base_url", "watch"]
+
+
+class NotAnExporter(Exception):
+    """The URL answers HTTP, but not as this exporter does."""
+
+
+def base_url(url: str) -> str:
+    """The exporter's base URL from what a user may paste: the base or its `/metrics` URL."""
+    url = url.rstrip("/")
+    return url.removesuffix("/metrics").rstrip("/")
 
 
 def _fetch(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url + "/-/probes", timeout=5) as resp:
-        data: dict[str, Any] = json.load(resp)
-        return data
+    """`/-/probes` as a dict; `NotAnExporter` when the answer is not the exporter's, `OSError`
+    when nothing answers."""
+    try:
+        with urllib.request.urlopen(url + "/-/probes", timeout=5) as resp:
+            data = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        raise NotAnExporter(f"GET {url}/-/probes: HTTP {exc.code}") from exc
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise NotAnExporter(f"GET {url}/-/probes: not JSON") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("last"), dict):
+        raise NotAnExporter(f"GET {url}/-/probes: not the exporter's probe list")
+    return data
 
 
 def _table(last: dict[str, Any], now_s: float) -> Table:
@@ -66,8 +89,9 @@ def _table(last: dict[str, Any], now_s: float) -> Table:
 
 class _Follower(threading.Thread):
     """Reads `/-/events` in the background and puts what happens on a queue for the UI thread:
-    ("probe", entry), ("connected", url) or ("disconnected", reason). Reconnects by itself, with
-    `Last-Event-ID`, after 0.5 s then doubling up to 5 s."""
+    ("probe", entry), ("connected", url), ("disconnected", reason) or ("not_exporter", reason).
+    Reconnects by itself, with `Last-Event-ID`, after 0.5 s then doubling up to 5 s; stops on an
+    answer that is not an exporter's (an HTTP error other than 502-504, or no event stream)."""
 
     def __init__(self, url: str, out: queue.Queue[tuple[str, Any]]) -> None:
         super().__init__(name="watch-events", daemon=True)
@@ -84,7 +108,16 @@ class _Follower(threading.Thread):
                 with httpx.Client(timeout=timeout) as client:
                     headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
                     with connect_sse(client, "GET", self.url + "/-/events", headers=headers) as es:
+                        code = es.response.status_code
+                        if code >= 400 and code not in (502, 503, 504):
+                            self.out.put(("not_exporter", f"GET {self.url}/-/events: HTTP {code}"))
+                            return
                         es.response.raise_for_status()
+                        if not es.response.headers.get("content-type", "").startswith(
+                            "text/event-stream"
+                        ):
+                            self.out.put(("not_exporter", f"GET {self.url}/-/events: no SSE"))
+                            return
                         self.out.put(("connected", self.url))
                         backoff_s = 0.5
                         for event in es.iter_sse():
@@ -138,13 +171,19 @@ def watch(
     `target` adds the waterfall of that target's latest probe under the table (terminal only).
     `interval_s` is how often the terminal view redraws the ages.
     """
-    url = url.rstrip("/")
+    url = base_url(url)
     console = Console()
+    connected = False
     stop_at = None if duration_s is None else time.monotonic() + duration_s
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
     last: dict[str, Any] = {}
-    with contextlib.suppress(OSError, ValueError):
+    try:
         last.update(_fetch(url).get("last", {}))
+    except NotAnExporter as exc:
+        console.print(f"this is not an exporter: {url} ({exc})", style="red", soft_wrap=True)
+        return 1
+    except OSError:
+        pass  # not up yet: the follower keeps trying
     status = Text(f"connecting to {url}/-/events …", "dim")
     picture: Waterfall | None = None
     if target and target in last:
@@ -163,7 +202,9 @@ def watch(
         return Group(*parts)
 
     def handle(kind: str, value: Any, printing: bool) -> None:
-        nonlocal status, picture
+        nonlocal status, picture, connected
+        if kind == "not_exporter":
+            raise NotAnExporter(value)
         if kind == "probe":
             last[value["target"]] = value
             if target and value["target"] == target and not printing:
@@ -171,6 +212,7 @@ def watch(
             if printing:
                 console.print(_line(value), soft_wrap=True, highlight=False)
         elif kind == "connected":
+            connected = True
             status = Text("live", "green")
             if printing:
                 console.print(f"connected to {value}/-/events", highlight=False)
@@ -184,6 +226,12 @@ def watch(
             interval_s if stop_at is None else max(0.0, min(interval_s, stop_at - time.monotonic()))
         )
 
+    def never_connected() -> int:
+        if not connected:
+            console.print(f"never reached the exporter at {url}", style="red")
+            return 1
+        return 0
+
     try:
         if console.is_terminal:
             with Live(view(), console=console) as live:
@@ -195,6 +243,9 @@ def watch(
             while stop_at is None or time.monotonic() < stop_at:
                 with contextlib.suppress(queue.Empty):
                     handle(*events.get(timeout=remaining()), printing=True)
+    except NotAnExporter as exc:
+        console.print(f"this is not an exporter: {url} ({exc})", style="red", soft_wrap=True)
+        return 1
     except KeyboardInterrupt:
-        return 0
-    return 0
+        return never_connected()
+    return never_connected()

@@ -22,8 +22,7 @@ $(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
 	cd $(JS_DIR) && PATH="$$PWD/.node/bin:$$PATH" npm ci --no-audit --no-fund
 	touch $@
 
-demo-js: $(JS_STAMP)
-
+demo-js: $(JS_STAMP) ## install the LangGraph.js twin of the demo project (demo/js)
 # Foreground JS dev server on 127.0.0.1 (a free port unless DEVSERVER_ARGS="--port P"); Ctrl-C stops it.
-devserver-js: $(VENV_STAMP) $(JS_STAMP)
+devserver-js: $(VENV_STAMP) $(JS_STAMP) ## foreground LangGraph.js dev server; prints its URL (DEVSERVER_ARGS="--port P")
 	$(PY) demo/devserver_js.py $(DEVSERVER_ARGS)

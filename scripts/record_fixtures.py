@@ -166,7 +166,7 @@ async def record(
     request = client.build_request("POST", path, json=body)
     chunks: list[dict[str, int]] = []
     raw = bytearray()
-    t0 = time.monotonic_ns()  # just before the request is written (DESIGN §1.3)
+    t0 = time.monotonic_ns()  # just before the request is written (docs/WIRE.md §17)
     response = await client.send(request, stream=True)
     t_headers = time.monotonic_ns() - t0
     try:

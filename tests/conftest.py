@@ -9,7 +9,11 @@ from typing import Any
 
 import pytest
 
-pytest_plugins: list[str] = []
+#: The JS server's fixtures (`langgraph_js_dev`, `langgraph_js_server`) live in their own module.
+pytest_plugins: list[str] = ["tests.support.js_server"]
+
+#: The real LangGraph API servers every real-server suite runs against (docs/WIRE.md §16).
+SERVER_KINDS = ("python", "js")
 
 
 @pytest.fixture
@@ -35,10 +39,21 @@ def langgraph_dev() -> Iterator[Any]:
         yield server
 
 
+@pytest.fixture(scope="session", params=SERVER_KINDS)
+def langgraph(request: pytest.FixtureRequest) -> Any:
+    """Each real LangGraph API server in turn: Python `langgraph dev` (a `DevServer`) and the
+    LangGraph.js dev server (a `JsDevServer`), both serving the demo graphs (demo/, demo/js/).
+    `.kind` says which. Each starts once per session, when a test first needs it."""
+    name = "langgraph_dev" if request.param == "python" else "langgraph_js_dev"
+    server = request.getfixturevalue(name)
+    server.kind = request.param
+    return server
+
+
 @pytest.fixture(scope="session")
-def langgraph_server(langgraph_dev: Any) -> str:
-    """Base URL of the session's `langgraph dev`."""
-    return str(langgraph_dev.url)
+def langgraph_server(langgraph: Any) -> str:
+    """Base URL of each real LangGraph API server in turn (see `langgraph`)."""
+    return str(langgraph.url)
 
 
 #: The demo graphs' configured gaps per node (demo/graphs.py), used by live assertions.

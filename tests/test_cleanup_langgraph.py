@@ -1,8 +1,8 @@
-"""A probe that hits its deadline leaves nothing behind on a real `langgraph dev` (wire §8, §11).
+"""A probe that hits its deadline leaves nothing behind on a real `langgraph dev` (docs/WIRE.md §8, §11).
 
 The `slow` demo graph sends its first token after 7 s; the probe's total deadline is 3 s. In
 thread mode the probe must then cancel the run and delete the thread: deleting alone leaves the
-graph running invisibly, holding a worker (wire §8). In stateless mode `on_disconnect: "cancel"`
+graph running invisibly, holding a worker (docs/WIRE.md §8). In stateless mode `on_disconnect: "cancel"`
 must stop the run when the probe hangs up.
 
 Checks from outside use only requests scoped to this probe (its thread id, run id and metadata),
@@ -144,7 +144,7 @@ def test_stateless_probe_makes_no_cleanup_calls(probed_stateless: Probed) -> Non
 
 
 def test_run_is_cancelled_before_the_thread_is_deleted(probed_thread: Probed) -> None:
-    """Thread mode: the probe cancels the run first, then deletes the thread (wire §8)."""
+    """Thread mode: the probe cancels the run first, then deletes the thread (docs/WIRE.md §8)."""
     log = probed_thread.result.log
     cancel = [i for i, line in enumerate(log) if line.startswith("cancelled run ")]
     delete = [i for i, line in enumerate(log) if line.startswith("deleted thread ")]

@@ -1,4 +1,4 @@
-"""`probe` end to end against a real `langgraph dev` serving the demo graphs (issue 3)."""
+"""`probe` end to end against a real `langgraph dev` serving the demo graphs."""
 
 from __future__ import annotations
 
@@ -33,28 +33,44 @@ def probe_json(url: str, *args: str) -> tuple[int, dict[str, Any]]:
 #: transit times differ by some microseconds (the `tasks` event is the larger one), so the
 #: lower bound allows 1 ms of that difference and no more.
 TRANSIT_SLACK_S = 0.001
+#: The JS server may put the `tasks` start on the wire after the node's model has started its
+#: delay (docs/WIRE.md §16): up to ~5 ms on an idle machine, ~15 ms under load. Its lower bound
+#: allows that much; the upper bound is the same for both servers.
+JS_TASKS_LATE_S = 0.015
+
+
+@pytest.fixture
+def low_slack_s(langgraph: Any) -> float:
+    return TRANSIT_SLACK_S if langgraph.kind == "python" else JS_TASKS_LATE_S
 
 
 def node(result: dict[str, Any], name: str, index: int = 0) -> dict[str, Any]:
     return [n for n in result["nodes"] if n["node"] == name][index]
 
 
-def test_agent_node_ttft_and_itl_match_the_configured_model(langgraph_server: str) -> None:
+@pytest.mark.timing
+def test_agent_node_ttft_and_itl_match_the_configured_model(
+    langgraph_server: str, low_slack_s: float
+) -> None:
     """200 ms to first token, 30 ms gaps: node TTFT in 200–215 ms, median ITL within ±3 ms."""
     code, result = probe_json(langgraph_server, "--assistant", "agent")
     assert code == 0, result["failure"]
     for index in (0, 1):  # the tool-call turn and the answer turn
         agent = node(result, "agent", index)
-        assert 0.200 - TRANSIT_SLACK_S <= agent["ttft_s"] <= 0.215
+        measured = f"node TTFT {agent['ttft_s']}"
+        assert 0.200 - low_slack_s <= agent["ttft_s"] <= 0.215, measured
         gaps = [g for c in agent["calls"] for g in c["itl_s"]]
-        assert abs(statistics.median(gaps) - 0.030) <= 0.003
+        assert abs(statistics.median(gaps) - 0.030) <= 0.003, (
+            f"ITL median {statistics.median(gaps)}"
+        )
 
 
 def test_json_shape_has_the_documented_fields(langgraph_server: str) -> None:
-    """The one JSON object carries the fields issue 3 fixes, events in order, metadata first."""
+    """The one JSON object carries the documented `probe --json` fields, events in order, metadata first."""
     _, result = probe_json(langgraph_server, "--assistant", "agent")
     assert result["outcome"] == "success" and result["failure"] is None
-    assert set(result["phases_s"]) == {"headers", "first_event", "first_token", "total"}
+    phases = {"request_write", "headers", "first_event", "first_token", "first_answer_token"}
+    assert phases | {"total"} <= set(result["phases_s"])
     assert result["events"]["name"][0] == "metadata"
     recv = result["events"]["recv_ns"]
     assert recv == sorted(recv) and recv[0] > result["t_request_ns"]
@@ -85,27 +101,34 @@ def test_parallel_nodes_each_get_their_own_gap(langgraph_server: str) -> None:
     assert "writer_a" in names and "writer_b" in names
 
 
-def test_subgraph_llm_node_is_reported_as_parent_child(langgraph_server: str) -> None:
-    """The subgraph's LLM node is `research/inner_agent` with its own TTFT (wire §7)."""
+@pytest.mark.timing
+def test_subgraph_llm_node_is_reported_as_parent_child(
+    langgraph_server: str, low_slack_s: float
+) -> None:
+    """The subgraph's LLM node is `research/inner_agent` with its own TTFT (docs/WIRE.md §7)."""
     code, result = probe_json(langgraph_server, "--assistant", "nested")
     assert code == 0, result["failure"]
     inner = node(result, "research/inner_agent")
-    assert inner["calls"] and 0.150 - TRANSIT_SLACK_S <= inner["ttft_s"] <= 0.165
+    assert inner["calls"], inner
+    assert 0.150 - low_slack_s <= inner["ttft_s"] <= 0.165, f"node TTFT {inner['ttft_s']}"
 
 
 def test_without_subgraphs_the_inner_node_streams_nothing(langgraph_server: str) -> None:
-    """`--no-subgraphs`: no inner tokens reach the client (wire §7), only the outer ones."""
+    """`--no-subgraphs`: no inner tokens reach the client (docs/WIRE.md §7), only the outer ones."""
     code, result = probe_json(langgraph_server, "--assistant", "nested", "--no-subgraphs")
     assert code == 0, result["failure"]
     assert not [n for n in result["nodes"] if n["node"] == "research/inner_agent"]
 
 
-def test_failing_graph_is_run_error_with_tokens_before_it_counted(langgraph_server: str) -> None:
-    """`boom` raises after 5 chunks: run_error, RuntimeError, the 5 tokens kept (wire §8)."""
-    code, result = probe_json(langgraph_server, "--assistant", "boom")
+def test_failing_graph_is_run_error_with_tokens_before_it_counted(langgraph: Any) -> None:
+    """`boom` raises after 5 chunks: run_error with the server's error class (Python's
+    `RuntimeError`, JS's `Error`), the 5 tokens kept (docs/WIRE.md §8)."""
+    code, result = probe_json(langgraph.url, "--assistant", "boom")
     assert code == 1
     assert result["failure"]["kind"] == "run_error"
-    assert result["failure"]["error_type"] == "RuntimeError"
+    assert (
+        result["failure"]["error_type"] == {"python": "RuntimeError", "js": "Error"}[langgraph.kind]
+    )
     assert node(result, "agent")["calls"][0]["tokens"] == 5
 
 
@@ -134,13 +157,17 @@ def test_unreachable_url_is_a_connect_failure() -> None:
     assert (code, result["failure"]["kind"]) == (1, "connect")
 
 
-def test_unknown_assistant_is_http_422_with_the_server_message(langgraph_server: str) -> None:
-    """An unknown assistant: `http_status` 422 and the server's own detail text."""
-    code, result = probe_json(langgraph_server, "--assistant", "nope")
+def test_unknown_assistant_is_http_status_with_the_server_message(langgraph: Any) -> None:
+    """An unknown assistant: `http_status` with the server's own text (Python: 422 JSON
+    `detail`; JS: 404 plain text; docs/WIRE.md §16)."""
+    code, result = probe_json(langgraph.url, "--assistant", "nope")
     assert code == 1
     assert result["failure"]["kind"] == "http_status"
-    assert result["failure"]["http_status"] == 422
-    assert "Invalid assistant" in result["failure"]["message"]
+    status, text = {"python": (422, "Invalid assistant"), "js": (404, "No assistant found")}[
+        langgraph.kind
+    ]
+    assert result["failure"]["http_status"] == status
+    assert text in result["failure"]["message"]
 
 
 @pytest.mark.parametrize(

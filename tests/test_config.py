@@ -23,9 +23,31 @@ BAD_CONFIGS: dict[str, list[str]] = {
     "invalid-unknown-top-key.yaml": ["target: unknown key"],
     "invalid-unknown-target-key.yaml": ["targets[0].intervall: unknown key"],
     "invalid-unknown-timeout-key.yaml": ["targets[0].timeout.idel: unknown key"],
-    "invalid-defaults-key.yaml": ["defaults: unknown key(s) ['intervall', 'name']"],
+    "invalid-defaults-key.yaml": [
+        "defaults.name: each target names itself; name cannot be a default",
+        "defaults.intervall: unknown key",
+    ],
     "invalid-bad-duration.yaml": [
-        "targets[0].interval: invalid duration '30 seconds' (use e.g. 500ms, 30s, 2m)"
+        "targets[0].interval: invalid duration '30 seconds' (use e.g. 500ms, 30s, 1m30s, 2h, 1d:"
+        " positive)"
+    ],
+    "invalid-defaults-bad-duration.yaml": [
+        "defaults.interval: invalid duration '1 minute' (use e.g. 500ms, 30s, 1m30s, 2h, 1d:"
+        " positive)",
+        "defaults.timeout.total: invalid duration '0s' (use e.g. 500ms, 30s, 1m30s, 2h, 1d:"
+        " positive)",
+    ],
+    "invalid-empty.yaml": ["targets: no targets (the file must list at least one)"],
+    "invalid-no-targets.yaml": ["targets: no targets (the file must list at least one)"],
+    "invalid-url-runs-stream.yaml": [
+        "targets[0].url: url must be the server's base URL (the probe adds /runs/stream itself):"
+        " got 'http://127.0.0.1:2024/runs/stream', use 'http://127.0.0.1:2024'"
+    ],
+    "invalid-label-instance.yaml": [
+        "targets[0].labels: label 'instance' is set by Prometheus on every scrape (yours would be"
+        " renamed exported_instance): choose another name",
+        "targets[1].labels: label 'job' is set by Prometheus on every scrape (yours would be"
+        " renamed exported_job): choose another name",
     ],
     "invalid-duplicate-names.yaml": ["targets: duplicate target name 'a'"],
     "invalid-url-scheme.yaml": [
@@ -33,7 +55,55 @@ BAD_CONFIGS: dict[str, list[str]] = {
     ],
     "invalid-reserved-label.yaml": ["targets[0].labels: label 'node' is set by the exporter"],
     "invalid-api-key-in-headers.yaml": [
-        "targets[0].headers: x-api-key is a secret: use api_key_env or api_key_file"
+        "targets[0].headers.X-Api-Key: x-api-key is a secret: use api_key_env or api_key_file"
+    ],
+    # What config lets onto the wire (docs/RELIABILITY.md): no header injection, no credential
+    # in plain `headers:`, a CA bundle that exists.
+    "invalid-crlf-in-header-value.yaml": [
+        "targets[0].headers.x-tenant: header value contains CR, LF or NUL (it would inject headers)"
+    ],
+    "invalid-nul-in-header-value.yaml": [
+        "targets[0].headers.x-tenant: header value contains CR, LF or NUL (it would inject headers)"
+    ],
+    "invalid-crlf-in-header-name.yaml": [
+        "targets[0].headers.'x-tenant\\r\\nX-Injected': invalid header name (letters, digits and"
+        " !#$%&'*+-.^_`|~ only; no CR, LF, NUL, ':' or whitespace)"
+    ],
+    "invalid-authorization-in-headers.yaml": [
+        "targets[0].headers.Authorization: authorization is a secret:"
+        " put it under secret_headers (env or file)"
+    ],
+    "invalid-cookie-in-headers.yaml": [
+        "targets[0].headers.cookie: cookie is a secret: put it under secret_headers (env or file)"
+    ],
+    "invalid-proxy-authorization-in-headers.yaml": [
+        "targets[0].headers.Proxy-Authorization: proxy-authorization is a secret:"
+        " use proxy_auth (password from env or file)"
+    ],
+    "invalid-proxy-authorization-secret-header.yaml": [
+        "targets[0].secret_headers: proxy-authorization cannot be a secret header:"
+        " use proxy_auth (password from env or file)"
+    ],
+    "invalid-missing-ca-file.yaml": [
+        "targets[0].ca_file: cannot read CA file '/nonexistent/ca.pem': No such file or directory"
+    ],
+    "invalid-ca-file-not-pem.yaml": [
+        "targets[0].ca_file: no PEM certificate in CA file '/etc/passwd'"
+        " (NO_CERTIFICATE_OR_CRL_FOUND)"
+    ],
+    "invalid-proxy-url-credentials.yaml": [
+        "targets[0].proxy_url: proxy_url must not hold credentials:"
+        " use proxy_auth (password from env or file)"
+    ],
+    "invalid-proxy-url-scheme.yaml": [
+        "targets[0].proxy_url: proxy_url must be http://host:port (TLS to the proxy is not"
+        " supported), got 'https://proxy.internal:3128'"
+    ],
+    "invalid-proxy-two-sources.yaml": [
+        "targets[0]: give proxy_url or proxy_from_environment, not both"
+    ],
+    "invalid-proxy-auth-without-proxy.yaml": [
+        "targets[0]: proxy_auth without proxy_url or proxy_from_environment"
     ],
     "invalid-two-key-sources.yaml": ["targets[0]: give api_key_env or api_key_file, not both"],
     "invalid-idle-below-heartbeat.yaml": [

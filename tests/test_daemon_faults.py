@@ -3,7 +3,7 @@
 One scenario (about 25 s) runs once per module: the real daemon subprocess probes three scripted
 LangGraph-wire servers on loopback every second. `stall` answers headers and then never sends a
 byte, `error` answers every run with HTTP 500, `healthy` streams a short run. The tests below each
-check one property of what was observed (issue 7).
+check one property of what was observed.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Spans over OTLP from the daemon probing real `langgraph dev`, into a real receiver (issue 4)."""
+"""Spans over OTLP from the daemon probing real `langgraph dev`, into a real receiver."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The daemon probing real `langgraph dev`, scraped by a real Prometheus, answering PromQL (issue 4)."""
+"""The daemon probing real `langgraph dev`, scraped by a real Prometheus, answering PromQL."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_openmetrics_scrape_has_trace_id_exemplars(live_stack: LiveStack) -> Non
 
 
 def test_no_run_or_thread_ids_in_labels(live_stack: LiveStack) -> None:
-    """Labels never carry run, thread or trace ids (cardinality; DESIGN §2)."""
+    """Labels never carry run, thread or trace ids (cardinality; docs/WIRE.md §17)."""
     names = set()
     for family in text_string_to_metric_families(live_stack.daemon.get("/metrics").text):
         for sample in family.samples:

@@ -52,7 +52,7 @@ def _run(
         for chunk in response.iter_raw():
             t = time.monotonic()
             buf += chunk
-            # The server frames every event with CRLF and sends one data line (wire §2).
+            # The server frames every event with CRLF and sends one data line (docs/WIRE.md §2).
             *frames, buf = buf.split(b"\r\n\r\n")
             for frame in frames:
                 fields = dict(

@@ -1,4 +1,4 @@
-"""Property tests (hypothesis): the decoders and the config loader on arbitrary input (issue 7).
+"""Property tests (hypothesis): the decoders and the config loader on arbitrary input.
 
 What each may raise is part of its contract: the SSE decoder and `decode_event` only
 `StreamProtocolError` (the prober turns it into a `protocol` failure), `load_config` only

@@ -88,7 +88,7 @@ def test_agent_capture_times_match_the_demo_model() -> None:
 
 
 def test_boom_capture_is_run_error_with_five_tokens() -> None:
-    """boom: run_error RuntimeError, the five tokens before it kept (wire §8)."""
+    """boom: run_error RuntimeError, the five tokens before it kept (docs/WIRE.md §8)."""
     tl = replay("boom")
     failure = tl.verdict(Expectations())
     assert failure is not None
@@ -110,7 +110,7 @@ def test_messages_only_capture_falls_back_without_tasks() -> None:
 
 
 def test_slow_capture_counts_heartbeats_and_still_succeeds() -> None:
-    """slow: heartbeats arrive before the first token and are not tokens (wire §2)."""
+    """slow: heartbeats arrive before the first token and are not tokens (docs/WIRE.md §2)."""
     dec = SSEDecoder()
     for t_ns, chunk in recorded_chunks("slow"):
         dec.feed(chunk, t_ns)

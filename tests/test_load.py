@@ -1,5 +1,5 @@
 """Load mode: the driver's bounds on a scripted server, and per-node ITL under load on a real
-`langgraph dev` (issue 6)."""
+`langgraph dev`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The probe engine against scripted faults on a real loopback socket (issues 3 and 7).
+"""The probe engine against scripted faults on a real loopback socket.
 
 Every failure kind has a test here, and each checks three things: the kind, the phase, and that
 what was measured before the fault (phases, tokens, node timings) is still in the result.
@@ -389,7 +389,7 @@ async def test_server_never_closing_after_the_last_token_is_a_total_deadline() -
     """A run whose stream stays open (heartbeats, no EOF) is `deadline` total, all timings kept.
 
     Decision: without EOF the probe cannot know the run is over (there is no `end` event,
-    wire §2), so it fails; with heartbeats flowing, as a real server sends them, the total
+    docs/WIRE.md §2), so it fails; with heartbeats flowing, as a real server sends them, the total
     deadline is what fires. Every token and node timing is in the result all the same.
     """
     beats: Script = [s for _ in range(40) for s in (sleep(0.1), send(heartbeat()))]
@@ -442,7 +442,7 @@ async def test_close_mid_event_is_incomplete_with_tokens_kept() -> None:
 
 
 async def test_run_cancelled_server_side_is_incomplete() -> None:
-    """A cancelled run's stream just ends mid-node (wire §8): `incomplete`, tokens kept."""
+    """A cancelled run's stream just ends mid-node (docs/WIRE.md §8): `incomplete`, tokens kept."""
     script = [*run_head(), send(tok("It's")), send(tok(" 60")), end()]
     result, _ = await probe_script(script)
     assert failure_of(result) == (FailureKind.INCOMPLETE, "stream")
@@ -466,7 +466,7 @@ async def test_error_event_is_run_error_with_type_and_tokens_kept() -> None:
 
 
 async def test_masked_error_event_keeps_the_error_type() -> None:
-    """A masked error message (non-builtin exception, wire §8) still reports the error type."""
+    """A masked error message (non-builtin exception, docs/WIRE.md §8) still reports the error type."""
     masked = error_event("ProviderRateLimitError", "An internal error occurred")
     script = [*run_head(), send(tok("It's")), send(task_end(TASK, "agent", "X")), send(masked)]
     result, _ = await probe_script(script)

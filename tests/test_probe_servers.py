@@ -44,7 +44,7 @@ def target(url: str, **fields: Any) -> Target:
 
 
 def js_event(event: str, data: Any, seq: int | None = None) -> bytes:
-    """One event framed as the JS server frames it: LF lines, optional `id:` (§2)."""
+    """One event framed as the JS server frames it: LF lines, optional `id:` (docs/WIRE.md §2)."""
     out = f"event: {event}\ndata: ".encode() + orjson.dumps(data) + b"\n"
     if seq is not None:
         out += f"id: {seq}\n".encode()
@@ -104,7 +104,7 @@ async def test_js_shaped_stream_is_timed_and_succeeds() -> None:
 
 
 async def test_given_up_stateless_run_is_cancelled_through_its_thread() -> None:
-    """The JS server ignores `on_disconnect` for stateless runs (§8): a probe that gives up
+    """The JS server ignores `on_disconnect` for stateless runs (docs/WIRE.md §8): a probe that gives up
     cancels the run through the temporary thread named in the tokens' metadata."""
     script = [*js_head(), send(js_token("It's")), hang()]
     async with ScriptedServer() as server:

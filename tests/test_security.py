@@ -1,4 +1,4 @@
-"""Secrets never leave the daemon, `/probe` is no open proxy, error excerpts are capped (issue 7).
+"""Secrets never leave the daemon, `/probe` is no open proxy, error excerpts are capped.
 
 The main scenario runs once per module: the real daemon subprocess, with OTLP export to a real
 receiver, probes scripted LangGraph-wire servers on loopback through `/probe`. One server
@@ -58,7 +58,7 @@ def reflect_headers(req: RecordedRequest) -> Script:
 
 
 def reflect_in_stream(req: RecordedRequest) -> Script:
-    """HTTP 200 stream whose `event: error` message repeats the secret headers (wire §8)."""
+    """HTTP 200 stream whose `event: error` message repeats the secret headers (docs/WIRE.md §8)."""
     return [send(metadata_event()), send(error_event("PermissionError", _echo(req)))]
 
 

@@ -61,7 +61,7 @@ def test_decoder_table(chunks: list[bytes], expected: list[tuple[str, bytes, int
 
 
 def test_heartbeats_between_tokens_are_counted_not_dispatched() -> None:
-    """`: heartbeat` comments (wire §2) never become events, but are counted."""
+    """`: heartbeat` comments (docs/WIRE.md §2) never become events, but are counted."""
     dec = SSEDecoder()
     events = dec.feed(TOKEN + b": heartbeat\r\n\r\n" + TOKEN, 7)
     assert [e.event for e in events] == ["messages", "messages"]
@@ -69,7 +69,7 @@ def test_heartbeats_between_tokens_are_counted_not_dispatched() -> None:
 
 
 def test_events_completed_by_one_read_share_its_stamp_and_sequence() -> None:
-    """Several events in one read share the read's arrival time (DESIGN §1.3)."""
+    """Several events in one read share the read's arrival time (docs/WIRE.md §17)."""
     dec = SSEDecoder()
     dec.feed(TOKEN[:10], 1)
     events = dec.feed(TOKEN[10:] + TOKEN + TOKEN[:5], 2)
@@ -101,7 +101,7 @@ def test_pending_bytes_reports_a_truncated_event() -> None:
 
 
 def test_id_persists_across_events() -> None:
-    """Per the SSE spec the last id is kept for following events (wire §10 resumable ids)."""
+    """Per the SSE spec the last id is kept for following events (resumable ids, docs/WIRE.md §2)."""
     dec = SSEDecoder()
     events = dec.feed(b"id: 17-0\r\ndata: a\r\n\r\ndata: b\r\n\r\n", 0)
     assert [e.id for e in events] == ["17-0", "17-0"]

@@ -13,7 +13,7 @@ MS = 1_000_000
 
 
 def msg(node: str, content: str, *, mid: str, task: str, ns: str | None = None, **extra: object):
-    """A `messages` event payload as the server sends it (wire §3)."""
+    """A `messages` event payload as the server sends it (docs/WIRE.md §3)."""
     cns = f"{ns}|{node}:{task}" if ns else f"{node}:{task}"
     kind = extra.pop("type", "AIMessageChunk")
     chunk: dict[str, object] = {
@@ -86,7 +86,7 @@ def test_itl_is_every_gap_of_one_call() -> None:
 
 
 def test_empty_usage_and_last_chunks_are_not_tokens() -> None:
-    """The usage chunk and the `chunk_position: last` chunk are not tokens (DESIGN §2)."""
+    """The usage chunk and the `chunk_position: last` chunk are not tokens (docs/WIRE.md §17)."""
     (node,) = one_call_run([30, 30]).nodes()
     assert node.calls[0].tokens == 3
     assert node.calls[0].completed
@@ -118,7 +118,7 @@ def test_itl_never_spans_two_calls_of_one_node() -> None:
 
 
 def test_parallel_nodes_are_attributed_by_task_id() -> None:
-    """Interleaved tokens of two parallel nodes each get their own gaps (wire §6)."""
+    """Interleaved tokens of two parallel nodes each get their own gaps (docs/WIRE.md §6)."""
     tl = Timeline(0)
     feed(
         tl,
@@ -140,7 +140,7 @@ def test_parallel_nodes_are_attributed_by_task_id() -> None:
 
 
 def test_subgraph_tokens_get_the_parent_child_path() -> None:
-    """A subgraph LLM node is `parent/child` (wire §7), joined to its namespaced tasks start."""
+    """A subgraph LLM node is `parent/child` (docs/WIRE.md §7), joined to its namespaced tasks start."""
     tl = Timeline(0)
     name, data = msg("inner_agent", "x", mid="c", task="ti", ns="research:tr")
     feed(
@@ -161,7 +161,7 @@ def test_subgraph_tokens_get_the_parent_child_path() -> None:
 
 
 def test_whole_message_duplicate_of_a_streamed_one_is_ignored() -> None:
-    """The node-output copy of a streamed message (langgraph #6153) adds no node and no text."""
+    """The node-output copy of a streamed message (docs/WIRE.md §5) adds no node and no text."""
     tl = one_call_run([30])
     name, data = msg("agent", "w0w1", mid="c1", task="t1", type="ai")
     tl.event(name, decode_event(name, data), 999 * MS, 99)
@@ -183,7 +183,7 @@ def test_tokens_without_tasks_fall_back_to_previous_boundary() -> None:
 
 
 def test_tool_call_chunks_are_tokens() -> None:
-    """A chunk with empty content but tool_call_chunks is a token (wire §5)."""
+    """A chunk with empty content but tool_call_chunks is a token (docs/WIRE.md §5)."""
     tl = Timeline(0)
     name, data = msg("agent", "", mid="c", task="t", tool_call_chunks=[{"args": "{"}])
     tl.event(name, decode_event(name, data), 5, 0)
@@ -207,7 +207,7 @@ def test_verdict_success_on_a_clean_run() -> None:
 
 
 def test_verdict_incomplete_when_a_node_never_ended() -> None:
-    """EOF with a node still open is `incomplete`: a cancelled run just ends (wire §8)."""
+    """EOF with a node still open is `incomplete`: a cancelled run just ends (docs/WIRE.md §8)."""
     tl = Timeline(0)
     feed(tl, [(0, task("agent", "t1", start=True)), (100, msg("agent", "x", mid="c", task="t1"))])
     failure = tl.verdict(Expectations())

@@ -31,7 +31,7 @@ def chunk(
     js: bool = False,
     **fields: Any,
 ) -> tuple[str, bytes]:
-    """One streamed chunk: Python's `AIMessageChunk`, or the JS server's `ai` (§5)."""
+    """One streamed chunk: Python's `AIMessageChunk`, or the JS server's `ai` (docs/WIRE.md §5)."""
     msg: dict[str, Any] = {
         "content": content,
         "type": "ai" if js else "AIMessageChunk",
@@ -95,7 +95,7 @@ def result_of(tl: Timeline, end_ms: float) -> ProbeResult:
 
 
 def js_agent_run() -> Timeline:
-    """The JS shape: `ai` chunks, no `chunk_position`, a whole `ai` node output (§5)."""
+    """The JS shape: `ai` chunks, no `chunk_position`, a whole `ai` node output (docs/WIRE.md §5)."""
     return run(
         [
             (1, META),
@@ -111,7 +111,7 @@ def js_agent_run() -> Timeline:
 
 
 def test_js_ai_chunks_are_tokens() -> None:
-    """Chunks typed `ai` with a chat-model integration are tokens (the JS server, §5)."""
+    """Chunks typed `ai` with a chat-model integration are tokens (the JS server, docs/WIRE.md §5)."""
     (node,) = js_agent_run().nodes()
     assert node.tokens == 3
     assert node.ttft_s == pytest.approx(0.200)
@@ -129,7 +129,7 @@ def test_js_run_without_end_markers_ends_cleanly_at_eof() -> None:
 
 
 def test_js_task_error_shape_gives_the_error_name() -> None:
-    """JS `tasks` errors are `{"message", "name"}` (§6): the name is the error type."""
+    """JS `tasks` errors are `{"message", "name"}` (docs/WIRE.md §5): the name is the error type."""
     tl = run(
         [
             (1, META),
@@ -158,7 +158,7 @@ def test_root_task_error_without_error_event_is_a_run_error() -> None:
 
 
 def test_bare_json_string_error_event_is_a_run_error_with_its_message() -> None:
-    """`event: error` / `data: "Run not found"` (JS, §6) is a run error naming the message."""
+    """`event: error` / `data: "Run not found"` (JS, docs/WIRE.md §8) is a run error naming the message."""
     tl = run([(1, META), (2, task("agent", start=True)), (3, ("error", b'"Run not found"'))])
     failure = tl.verdict(Expectations())
     assert failure is not None and failure.kind is FailureKind.RUN_ERROR
@@ -227,7 +227,7 @@ def test_anthropic_thinking_counts_as_output_for_ttft() -> None:
     ids=["v1-reasoning", "responses-summary", "reasoning_content", "kwargs-summary", "redacted"],
 )
 def test_every_reasoning_shape_is_a_reasoning_token(content: Any, extra: dict[str, Any]) -> None:
-    """Reasoning reaches the stream in several shapes (§13); each is a reasoning-only token."""
+    """Reasoning reaches the stream in several shapes (docs/WIRE.md §13); each is a reasoning-only token."""
     name, data = chunk(content, **extra)
     ev = decode_event(name, data)
     assert isinstance(ev, Message)
@@ -295,7 +295,7 @@ def test_pause_between_reasoning_and_answer_is_an_itl_gap() -> None:
 
 
 def test_empty_first_tool_argument_fragment_is_not_a_token() -> None:
-    """Anthropic's first `input_json_delta` is empty (§13): no token, no spurious gap."""
+    """Anthropic's first `input_json_delta` is empty (docs/WIRE.md §13): no token, no spurious gap."""
     empty = {"name": None, "args": "", "id": None, "index": 1, "type": "tool_call_chunk"}
     named = {"name": "get_weather", "args": "", "id": "toolu_1", "index": 1}
     args = {"name": None, "args": '{"city"', "id": None, "index": 1}
@@ -317,7 +317,7 @@ def test_empty_first_tool_argument_fragment_is_not_a_token() -> None:
 
 
 def test_responses_api_call_under_two_message_ids_is_one_call() -> None:
-    """The Responses API's first chunk has id `resp_…`, the rest `lc_run--…`: one call (§13)."""
+    """The Responses API's first chunk has id `resp_…`, the rest `lc_run--…`: one call (docs/WIRE.md §13)."""
     tl = run(
         [
             (1, META),

@@ -12,7 +12,7 @@ The other outcomes of a stream (`run_error`, `incomplete`, `no_tokens`, `expecta
 raised: the timing model reads them off what arrived (`Timeline.verdict`).
 
 Every `ProbeFailure` carries a `FailureKind`, the low-cardinality value used as the Prometheus
-`reason` label and the OTel `error.type` attribute (DESIGN §3).
+`reason` label and the OTel `error.type` attribute (docs/WIRE.md §18).
 """
 
 from __future__ import annotations
@@ -36,14 +36,15 @@ class FailureKind(StrEnum):
     TLS = "tls"  # handshake failed, certificate untrusted
     HTTP_STATUS = "http_status"  # non-2xx before streaming; the code is kept on its own
     NOT_SSE = "not_sse"  # 2xx, but the body is not text/event-stream
-    STALLED = "stalled"  # no byte for longer than the idle deadline (> 5 s heartbeat, wire §2)
+    STALLED = "stalled"  # no byte for longer than the idle deadline (docs/WIRE.md §10)
     DEADLINE = "deadline"  # a phase deadline or the total deadline expired
     PROTOCOL = "protocol"  # bad framing, bad JSON, an event of the wrong shape
-    RUN_ERROR = "run_error"  # `event: error` (wire §8)
+    RUN_ERROR = "run_error"  # `event: error` (docs/WIRE.md §8)
     INCOMPLETE = "incomplete"  # the stream ended before the run did (cancelled run, reset)
     NO_TOKENS = "no_tokens"  # a clean end without a single token: TTFT undefined
     EXPECTATION = "expectation"  # content, node or token-count check failed
     INTERNAL = "internal"  # a bug in the exporter; always logged with a traceback
+    CONFIG = "config"  # the target's config cannot be honoured now (e.g. a secret is missing)
 
 
 class ExporterError(Exception):

@@ -3,7 +3,7 @@
 Events are NamedTuples: immutable, and several times cheaper to build than frozen dataclasses
 on a path that runs for every token (docs/PERFORMANCE.md). Only what the timing model needs is
 kept; the rest of each payload (the ~0.7 KB metadata dict repeated in every token, the node
-input carried by `tasks` starts; wire §3) is dropped here.
+input carried by `tasks` starts; docs/WIRE.md §3) is dropped here.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ __all__ = [
 
 
 class Metadata(NamedTuple):
-    """First event of every run, sent when a worker picks the run up (wire §2)."""
+    """First event of every run, sent when a worker picks the run up (docs/WIRE.md §2)."""
 
     run_id: str | None
     attempt: int | None
@@ -52,7 +52,7 @@ class Message(NamedTuple):
     is_chunk: bool  # part of a streamed LLM call (not a whole message)
     is_token: bool  # a chunk with output of any kind: text, reasoning or a tool-call fragment
     is_answer: bool  # a token with non-reasoning output (text or a tool-call fragment)
-    is_last: bool  # `chunk_position: "last"`: langchain-core's end-of-call marker (§5)
+    is_last: bool  # `chunk_position: "last"`: langchain-core's end-of-call marker (docs/WIRE.md §5)
     text: str  # the answer text this chunk adds (for content expectations)
     model: str | None
     provider: str | None
@@ -62,7 +62,7 @@ class Message(NamedTuple):
 
 
 class TaskStart(NamedTuple):
-    """`tasks` event with `input`: a node execution starts (wire §5)."""
+    """`tasks` event with `input`: a node execution starts (docs/WIRE.md §5)."""
 
     task_id: str
     node: str
@@ -78,14 +78,14 @@ class TaskEnd(NamedTuple):
 
 
 class RunError(NamedTuple):
-    """`event: error` inside HTTP 200 (wire §8). The message may be masked by the server."""
+    """`event: error` inside HTTP 200 (docs/WIRE.md §8). The message may be masked by the server."""
 
     error_type: str
     message: str
 
 
 class End(NamedTuple):
-    """`event: end`: not sent by current servers (wire §2), accepted from older or hosted ones."""
+    """`event: end`: not sent by current servers, accepted from older ones (docs/WIRE.md §2)."""
 
 
 class Other(NamedTuple):
@@ -239,7 +239,7 @@ def _usage(msg: dict[str, Any]) -> tuple[int | None, int | None]:
 
 
 #: Above this size an event's JSON is parsed by the stdlib: orjson's parser peaks at about 13x
-#: the input (130 MB for one 10 MB token), the stdlib's at 2-5x (issue 7: memory bounded).
+#: the input (130 MB for one 10 MB token), the stdlib's at 2-5x (memory must stay bounded).
 LARGE_EVENT_BYTES = 1024 * 1024
 
 
@@ -319,7 +319,7 @@ def _task(name: str, ns_names: list[str], payload: Any) -> TaskStart | TaskEnd:
     error = payload.get("error")
     message = ""
     if isinstance(error, dict):
-        # Python: {"error": "RuntimeError", "message"}; JS: {"name": "Error", "message"} (§6).
+        # Python: {"error": "RuntimeError", "message"}; JS: {"name", "message"} (docs/WIRE.md §5).
         error_type: str | None = str(error.get("error") or error.get("name") or "Error")
         message = str(error.get("message") or "")
     elif error:
@@ -333,7 +333,7 @@ def _task(name: str, ns_names: list[str], payload: Any) -> TaskStart | TaskEnd:
 def decode_event(name: str, data: bytes) -> LangGraphEvent:
     """Decode one SSE event into a LangGraph event.
 
-    Names may carry a namespace: `messages|research:<task id>` (wire §7); match on the prefix.
+    Names may carry a namespace, `messages|research:<task id>` (docs/WIRE.md §7): match the prefix.
     Raises `StreamProtocolError` on bad JSON or a wrong shape, and nothing for an `error`
     event is a value here; the prober decides it ends the run).
     """
@@ -359,7 +359,7 @@ def decode_event(name: str, data: bytes) -> LangGraphEvent:
         except (ValueError, RecursionError):
             payload = {"error": "Error", "message": data[:500].decode("utf-8", "replace")}
         if not isinstance(payload, dict):
-            # The JS server may send a bare JSON string: `data: "Run not found"` (§6).
+            # The JS server may send a bare JSON string: `data: "Run not found"` (docs/WIRE.md §8).
             payload = {"error": "Error", "message": str(payload)[:500]}
         return RunError(str(payload.get("error") or "Error"), str(payload.get("message") or ""))
     if base == "end":

@@ -1,8 +1,8 @@
 """The one value every sink reads: an immutable record of one probe. Pure: no I/O.
 
 Stamps are monotonic nanoseconds (`_ns`); derived durations are seconds (`_s`). Metric definitions
-are DESIGN §2: run TTFT from the request, node TTFT from the node's `tasks` start, ITL only between
-tokens of the same LLM call, TPOT over `usage_metadata.output_tokens` when the model sent it.
+(docs/WIRE.md §17): run TTFT from the request, node TTFT from the node's `tasks` start, ITL only
+between tokens of the same LLM call, TPOT over `usage_metadata.output_tokens` when sent.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ BUFFERED_MIN_BURST = 8
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """Why a probe failed. `error_type` is the server's error class for `run_error` (wire §8)."""
+    """Why a probe failed. `error_type`: the server's exception class (docs/WIRE.md §8)."""
 
     kind: FailureKind
     message: str
@@ -59,7 +59,7 @@ class CallTiming:
     token_ns: tuple[int, ...]
     basis_ns: int | None
     output_tokens: int | None  # `usage_metadata.output_tokens`, summed over the call's chunks
-    completed: bool  # saw `chunk_position: "last"`: the call finished streaming (§5)
+    completed: bool  # saw `chunk_position: "last"`: the call finished streaming (docs/WIRE.md §5)
     reasoning: bytes = b""
     usage_reasoning_tokens: int | None = None  # `output_token_details.reasoning`, summed
 
@@ -142,7 +142,7 @@ class NodeExecution:
     """One node execution (one task id). `basis` says where its TTFT counts from.
 
     `basis` is "tasks" when the `tasks` start was seen, else "previous_boundary" (the last
-    metadata, task end or call end before its first chunk; DESIGN §2 fallback).
+    metadata, task end or call end before its first chunk; docs/WIRE.md §17 fallback).
     """
 
     node: str
@@ -256,6 +256,7 @@ class ProbeResult:
     stream_mode_fallback: bool = False  # the server rejected `tasks`: asked again without it
     tokens_dropped: int = 0  # tokens past the stamping cap: counted, not stamped
     content_encoding: str | None = None  # a proxy compressed the stream anyway
+    tls_cert_not_after_s: float | None = None  # Unix time the server's certificate expires
 
     @property
     def success(self) -> bool:
@@ -424,4 +425,5 @@ class ProbeResult:
                 for n in self.nodes
             ],
             "events": self.events.to_dict(),
+            "tls_cert_not_after_s": self.tls_cert_not_after_s,
         }

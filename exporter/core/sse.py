@@ -1,9 +1,9 @@
 """Server-sent events from raw byte chunks, each chunk stamped with its arrival time. Pure: no I/O.
 
 The decoder is fed exactly what the socket gave, with the monotonic time the bytes were read
-(DEVELOPERS rule 4: stamp before decoding). Every event that a chunk completes carries that chunk's
-stamp and sequence number, so several events finished by one read share a timestamp (DESIGN §1.3)
-and a burst can be counted (the buffering indicator, DESIGN §2).
+(stamp before decoding: docs/adr/0003-stamp-at-data-received.md). Every event that a chunk
+completes carries that chunk's stamp and sequence number, so several events finished by one read
+share a timestamp and a burst can be counted (the buffering indicator, docs/WIRE.md §17).
 
 It works on bytes, not text: lines end only at CR, LF or CRLF as the SSE spec says, so U+2028 in a
 token (bytes E2 80 A8) can never split a line, and no UTF-8 decoding is paid for unread data.
@@ -20,7 +20,7 @@ from exporter.core.errors import StreamProtocolError
 __all__ = ["DEFAULT_MAX_EVENT_BYTES", "SSEDecoder", "SSEEvent"]
 
 #: An event larger than this is a protocol failure rather than unbounded memory. A `tasks` start
-#: event carries the node's whole input state (wire §3), so this is far above a normal event.
+#: event carries the node's whole input state (docs/WIRE.md §3): this is far above a normal event.
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
 
 _LF = 0x0A
@@ -39,7 +39,7 @@ class SSEEvent(NamedTuple):
 
 
 class SSEDecoder:
-    """Turns byte chunks into `SSEEvent`s; also counts comment lines (`: heartbeat`, wire §2)."""
+    """Turns byte chunks into `SSEEvent`s; also counts `: heartbeat` comments (docs/WIRE.md §2)."""
 
     def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._max_event_bytes = max_event_bytes
@@ -95,7 +95,7 @@ class SSEDecoder:
                     if buf[nxt] == _LF:
                         nxt += 1
                 else:
-                    self._skip_lf = True  # NOTE: CRLF split across reads (wire §2 uses CRLF)
+                    self._skip_lf = True  # NOTE: CRLF split across reads (docs/WIRE.md §2)
             elif lf >= 0:
                 end, nxt = lf, lf + 1
             else:
@@ -113,7 +113,7 @@ class SSEDecoder:
     def _feed_one_event(self, chunk: bytes, recv_ns: int) -> list[SSEEvent] | None:
         """Fast path for the most common read: exactly one `event:` + `data:` event in CRLF.
 
-        NOTE: LangGraph frames every event as `event: X\r\ndata: Y\r\n\r\n` (wire §2) and
+        NOTE: LangGraph frames every event as `event: X\r\ndata: Y\r\n\r\n` (docs/WIRE.md §2) and
         a loopback read usually holds exactly one; taking it apart with a few `find`s costs a
         third of the general line loop. Anything else returns None and takes the general path,
         which is the reference (the fuzz tests hold the two to the same output).
@@ -141,7 +141,7 @@ class SSEDecoder:
         """Interpret the line `buf[start:end]`; only the part a field keeps is copied, once.
 
         A 10 MB data line must not be copied four times over (slice, bytes, partition, strip)
-        on its way into an event (issue 7: memory bounded on a hostile stream).
+        on its way into an event (memory stays bounded on a hostile stream).
         """
         if start == end:
             if self._data:
@@ -180,7 +180,7 @@ class SSEDecoder:
                 # NOTE: per the SSE spec the last id persists across events; ids with NUL are
                 # ignored.
                 self._last_id = value.decode("utf-8", "replace")
-        # `retry` and unknown fields are ignored, as the spec says (LangGraph sends neither, §2).
+        # `retry` and unknown fields are ignored as the spec says (never sent: docs/WIRE.md §2).
 
     def pending_bytes(self) -> int:
         """Bytes of an unfinished event still buffered: non-zero at EOF means a truncated event."""

@@ -24,7 +24,7 @@ from exporter.core.result import CallTiming, EventLog, Failure, NodeExecution
 
 __all__ = ["Expectations", "Timeline"]
 
-#: Caps that keep an endless or hostile stream from growing memory without bound (issue 7).
+#: Caps that keep an endless or hostile stream from growing memory without bound.
 MAX_EVENTS_LOGGED = 50_000
 MAX_TOKENS_STAMPED = 200_000
 MAX_TEXT_CHARS = 64 * 1024

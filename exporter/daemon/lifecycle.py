@@ -1,24 +1,33 @@
 """The long-running exporter: config, scheduler, sinks and the HTTP server in one event loop.
 
-Lifecycle (uvicorn's `Server` is the model, STYLE §6):
+Lifecycle (uvicorn's `Server` is the model):
 
 1. Load settings (`LGSE_*`) and the targets file; an invalid file at start exits 1.
-2. Start the scheduler and the HTTP server; `/readyz` turns 200.
+2. Bind the listen socket (a busy port exits 1 with one line, before any probe is scheduled),
+   then start the scheduler and the HTTP server; `/readyz` turns 200. Orphaned probe threads
+   are swept at start and every `LGSE_ORPHAN_SWEEP_INTERVAL`.
 3. SIGHUP or `POST /-/reload` reloads the file; an invalid file keeps the old config and sets
    `langgraph_probe_config_last_reload_successful` to 0.
 4. SIGTERM or SIGINT: stop scheduling, let running probes finish within the grace period, stop the
    HTTP server, flush spans, exit 0. A second signal exits at once.
+
+Logging never stops any of this: log lines are written straight to fd 2 by `SafeStderr`, and a
+write that fails (a closed log pipe) is counted in `sink_errors_total{sink="log"}` and dropped.
+The signal handler sets the stop flag before it logs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
+import socket
 import stat
 import sys
+import threading
 from collections.abc import Callable, Generator, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -31,22 +40,28 @@ from exporter.config import (
     Config,
     SecretMask,
     Settings,
+    SettingsError,
     Target,
     load_config,
+    load_settings,
     otlp_configured,
+    unknown_settings,
 )
 from exporter.core.errors import ConfigError
 from exporter.core.result import ProbeResult
 from exporter.daemon.events import EventBus
 from exporter.daemon.scheduler import Scheduler
 from exporter.daemon.web import Handlers, make_app
+from exporter.http.client import client_for
 from exporter.probe import TraceParent, probe
+from exporter.probe.request import request_headers
+from exporter.probe.threads import sweep_orphaned_threads
 from exporter.runtime import freeze_startup_objects, run_async, share_gil_finely
 from exporter.sinks import Sink, SinkSet
-from exporter.sinks.log import History, LogSink, summary
-from exporter.sinks.prometheus import PrometheusSink
+from exporter.sinks.log import History, LogSink, entry, summary
+from exporter.sinks.prometheus import PrometheusSink, probe_exposition
 
-__all__ = ["Daemon", "Masker", "serve"]
+__all__ = ["Daemon", "Masker", "SafeStderr", "serve"]
 
 HANDLED_SIGNALS = (
     signal.SIGINT,  # Unix signal 2. Sent by Ctrl+C.
@@ -80,13 +95,57 @@ class Masker:
         return event_dict
 
 
-def configure_logging(settings: Settings, masker: Masker) -> None:
+class SafeStderr:
+    """Standard error for log lines that can neither raise nor leave bytes stuck in a buffer.
+
+    Each line goes to fd 2 in `os.write` calls of its own: no Python-level buffer that a closed
+    pipe would leave full (and raise again from at exit). A failed write is counted, reported
+    through `on_failure` (the daemon counts it as a log sink error) and the line dropped.
+    Used as structlog's logger (`msg` and the level aliases) and as the stdlib handler stream.
+    """
+
+    def __init__(self, fd: int = 2) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+        self.failures = 0
+        self.on_failure: Callable[[], None] | None = None
+
+    def write(self, text: str) -> int:
+        data = text.encode("utf-8", "replace")
+        try:
+            with self._lock:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._fd, view) :]
+        except OSError:  # EPIPE, EBADF, EIO: the reader is gone; the daemon carries on
+            self.failures += 1
+            if self.on_failure is not None:
+                with contextlib.suppress(Exception):
+                    self.on_failure()
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing buffered."""
+
+    def isatty(self) -> bool:
+        try:
+            return os.isatty(self._fd)
+        except OSError:
+            return False
+
+    def msg(self, message: str) -> None:
+        self.write(message + "\n")
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
+
+
+def configure_logging(settings: Settings, masker: Masker, stream: SafeStderr) -> None:
     """structlog for our events; the stdlib loggers of libraries go to stderr at warning."""
     level = getattr(logging, settings.log_level.upper())
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if settings.log_format == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
     structlog.configure(
         processors=[
@@ -98,14 +157,52 @@ def configure_logging(settings: Settings, masker: Masker) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=lambda *_args: stream,
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+    # NOTE: a stdlib handler that fails would print "--- Logging error ---" to stderr: the same
+    # closed pipe. SafeStderr never raises; this covers any other handler.
+    logging.raiseExceptions = False
+    route_stdlib_logging(renderer, masker, stream)
+
+
+def warn_on_missing_secrets(targets: Iterable[Target]) -> None:
+    """A secret source that yields nothing: each probe of that target will fail `config`."""
+    for target in targets:
+        for problem in target.missing_secrets():
+            log.warning("secret_missing", target=target.name, problem=problem)
+
+
+class _StdlibHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler `route_stdlib_logging` installed, so a second call replaces it."""
+
+
+def route_stdlib_logging(renderer: Any, masker: Masker, stream: Any = None) -> None:
+    """Libraries' stdlib `logging` lines (the OTel SDK's export errors, uvicorn) at warning and
+    above, rendered by the same structlog renderer as our events: with `LGSE_LOG_FORMAT=json`
+    every line on stderr is one JSON object (`logger` names the library)."""
+    handler = _StdlibHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
+                masker.processor,
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StdlibHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
 
 
 def warn_on_open_secret_files(targets: Iterable[Target]) -> None:
-    """A secret file other users can read is worth a warning at start (issue 7)."""
+    """A secret file other users can read is worth a warning at start."""
     for target in targets:
         for path in target.secret_files():
             try:
@@ -133,7 +230,13 @@ class _Server(uvicorn.Server):
 class Daemon:
     """Wires config, scheduler, sinks and web together; `run()` returns the exit status."""
 
-    def __init__(self, settings: Settings, config_path: str, config: Config) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config_path: str,
+        config: Config,
+        log_stream: SafeStderr | None = None,
+    ) -> None:
         self.settings = settings
         self.config_path = config_path
         self.config = config
@@ -141,9 +244,11 @@ class Daemon:
         self.masker.update(config.targets)
         self.prometheus = PrometheusSink(max_nodes_per_target=settings.max_nodes_per_target)
         self.history = History(settings.history_size)
+        if log_stream is not None:
+            log_stream.on_failure = lambda: self.prometheus.count_sink_error("log")
         # `/-/events` entries: the `/-/probes` shape, masked when published (daemon/events.py)
         self.events = EventBus(
-            lambda r: self.masker.bytes(orjson.dumps(summary(r))),
+            lambda r: self.masker.bytes(orjson.dumps(entry(r))),
             buffer_size=settings.events_buffer_size,
             max_subscribers=settings.events_max_subscribers,
             queue_size=settings.events_queue_size,
@@ -154,13 +259,23 @@ class Daemon:
         if settings.otlp == "on" or (settings.otlp == "auto" and otlp_configured()):
             from exporter.sinks.otlp import OTLPSink
 
-            self.otlp = OTLPSink(token_events=settings.span_token_events)
+            self.otlp = OTLPSink(
+                on_export_failure=lambda: self.prometheus.count_sink_error("otlp"),
+                token_events=settings.span_token_events,
+            )
             sinks.append(self.otlp)
+        self.otlp_metrics: Sink | None = None
         if settings.otlp_metrics:
             from exporter.sinks.otlp_metrics import OTLPMetricsSink
 
-            sinks.append(OTLPMetricsSink(semconv=settings.semconv))
+            self.otlp_metrics = OTLPMetricsSink(semconv=settings.semconv)
+            sinks.append(self.otlp_metrics)
         self.sinks = SinkSet(sinks, on_error=self._sink_error)
+        # Blackbox-style `/probe?format=prometheus`: every sink but the SLO series (OTLP too).
+        self.sinks_but_metrics = SinkSet(
+            [s for s in sinks if s is not self.prometheus and s is not self.otlp_metrics],
+            on_error=self._sink_error,
+        )
         self.scheduler: Scheduler | None = None
         self._ready = False
         self._reload_lock = asyncio.Lock()
@@ -191,6 +306,7 @@ class Daemon:
             self.config = config
             self.masker.update(config.targets)
             warn_on_open_secret_files(config.targets)
+            warn_on_missing_secrets(config.targets)
             self.scheduler.apply(config)
             self.prometheus.set_reload(True)
             log.info("config_reloaded", path=self.config_path, targets=len(config.targets))
@@ -210,6 +326,19 @@ class Daemon:
             out["log"] = lines
             out["target_config"] = target.model_dump(mode="json")
         return out
+
+    async def _run_probe_metrics(self, name: str) -> bytes | None:
+        assert self.scheduler is not None
+        if self.config.target(name) is None:
+            return None
+        result = await self.scheduler.run_now(name, sinks=self.sinks_but_metrics)
+        return None if result is None else probe_exposition(result)
+
+    def _probe_detail(self, probe_id: str) -> dict[str, Any] | None:
+        result = self.history.find(probe_id)
+        if result is None:
+            return None
+        return {**result.to_dict(), "log": list(result.log)}
 
     def _probes(self) -> dict[str, Any]:
         assert self.scheduler is not None
@@ -231,14 +360,53 @@ class Daemon:
         return snap
 
     def _on_signal(self, sig: signal.Signals) -> None:
+        # NOTE: act first, log second: a log write must never be what stands between a signal
+        # and shutdown (a closed log pipe once kept SIGTERM from ever stopping the daemon).
         self._signals += 1
         if self._signals > 1:
-            log.warning("forced_exit", signal=sig.name)
-            os._exit(130)
-        log.info("shutdown_requested", signal=sig.name, grace_s=self.settings.grace_period_s)
+            try:
+                log.warning("forced_exit", signal=sig.name)
+            finally:
+                os._exit(130)
+        self._ready = False
         self._stop.set()
+        with contextlib.suppress(Exception):
+            log.info("shutdown_requested", signal=sig.name, grace_s=self.settings.grace_period_s)
 
-    async def run(self, host: str, port: int) -> int:
+    async def sweep_orphans(self) -> int:
+        """One sweep of every configured server (once per URL); the threads deleted."""
+        total = 0
+        seen: set[str] = set()
+        for target in self.config.targets:
+            if target.url in seen or target.missing_secrets():
+                continue
+            seen.add(target.url)
+            async with client_for(target, transport=self.settings.transport) as client:
+                sweep = await sweep_orphaned_threads(
+                    client,
+                    target,
+                    request_headers(target, TraceParent.new()),
+                    older_than_s=self.settings.orphan_thread_age,
+                )
+            total += sweep.deleted
+            self.prometheus.count_orphans_deleted(sweep.deleted)
+            if sweep.deleted:
+                log.info("orphaned_threads_deleted", url=target.url, deleted=sweep.deleted)
+            if sweep.error is not None:
+                log.warning("orphan_sweep_failed", url=target.url, error=sweep.error)
+        return total
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep_orphans()
+            except Exception as exc:  # a bug here must not take the daemon down
+                log.error("orphan_sweep_failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(self.settings.orphan_sweep_interval)
+
+    async def run(self, sock: socket.socket) -> int:
+        """Serve on the bound `sock` until a signal; returns the exit status."""
+        host, port = sock.getsockname()[:2]
         loop = asyncio.get_running_loop()
         scheduler = self.scheduler = Scheduler(
             lambda target, trace, say: _probe(target, trace, say, self.settings),
@@ -260,15 +428,18 @@ class Daemon:
             find_result=self.history.find,
             latest_result=self.history.latest,
             events=self.events,
+            run_probe_metrics=self._run_probe_metrics,
+            probe_detail=self._probe_detail,
         )
         server = _Server(
             uvicorn.Config(
                 make_app(handlers),
-                host=host,
-                port=port,
                 lifespan="off",
                 access_log=False,
                 log_level="warning",
+                # NOTE: no handlers of uvicorn's own on sys.stderr: its records go to the root
+                # logger, whose handler writes through SafeStderr like every other log line.
+                log_config=None,
                 server_header=False,
             )
         )
@@ -276,9 +447,10 @@ class Daemon:
             loop.add_signal_handler(sig, self._on_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         warn_on_open_secret_files(self.config.targets)
+        warn_on_missing_secrets(self.config.targets)
         self.prometheus.set_reload(True)
         scheduler.apply(self.config)
-        web = asyncio.create_task(server.serve(), name="web")
+        web = asyncio.create_task(server.serve(sockets=[sock]), name="web")
         # uvicorn exposes startup only as a flag, not an event.
         while not server.started and not web.done():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
@@ -298,10 +470,17 @@ class Daemon:
             targets=[t.name for t in self.config.targets],
             otlp=self.otlp is not None,
         )
+        sweeper = (
+            asyncio.create_task(self._sweep_forever(), name="orphan-sweep")
+            if self.settings.orphan_sweep
+            else None
+        )
         stopper = asyncio.create_task(self._stop.wait())
         await asyncio.wait({web, stopper}, return_when=asyncio.FIRST_COMPLETED)
         # 1. Stop accepting work: no new probes, readiness off.
         self._ready = False
+        if sweeper is not None:
+            sweeper.cancel()
         scheduler.stop_scheduling()
         # 2. Let running probes finish within the grace period; cancel the rest.
         await scheduler.drain(self.settings.grace_period_s)
@@ -329,11 +508,25 @@ def _listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything is scheduled; raises `OSError`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)
+
+
 def serve(*, config_path: str | None, listen: str | None) -> int:
     """Entry point of `langgraph-stream-exporter run`; returns the exit status."""
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"langgraph-stream-exporter: error: {problem}\n")
+        return 2
     masker = Masker()
-    configure_logging(settings, masker)
+    stream = SafeStderr()
+    configure_logging(settings, masker, stream)
+    for problem in unknown_settings():
+        log.warning("unknown_setting", problem=problem)
     path = config_path or settings.config
     try:
         host, port = _listen(listen or settings.listen)
@@ -347,10 +540,23 @@ def serve(*, config_path: str | None, listen: str | None) -> int:
             sys.stderr.write(f"{exc.path}: {problem}\n")
         return 1
 
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            reason = "address already in use"
+        stream.write(f"langgraph-stream-exporter: cannot listen on {listen or settings.listen}:"
+                     f" {reason.lower()}\n")  # fmt: skip
+        return 1
+
     async def main() -> int:
-        daemon = Daemon(settings, path, config)
+        daemon = Daemon(settings, path, config, log_stream=stream)
         daemon.masker = masker
         masker.update(config.targets)
-        return await daemon.run(host, port)
+        return await daemon.run(sock)
 
-    return run_async(main())
+    try:
+        return run_async(main())
+    finally:
+        sock.close()

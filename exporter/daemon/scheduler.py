@@ -128,20 +128,30 @@ class Scheduler:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def run_now(self, name: str, lines: list[str] | None = None) -> ProbeResult | None:
-        """Probe a configured target now (for `/probe`); None if no such target."""
+    async def run_now(
+        self, name: str, lines: list[str] | None = None, *, sinks: SinkSet | None = None
+    ) -> ProbeResult | None:
+        """Probe a configured target now (for `/probe`); None if no such target.
+
+        The result goes to `sinks` when given instead of the scheduler's own (the blackbox-style
+        `/probe` keeps its probes out of the SLO series).
+        """
         slot = self._slots.get(name)
         if slot is None:
             return None
         task = asyncio.create_task(
-            self._probe_once(slot, None, lines.append if lines is not None else None)
+            self._probe_once(slot, None, lines.append if lines is not None else None, sinks)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(task)
 
     async def _probe_once(
-        self, slot: _Slot, wall_planned: float | None, say: Callable[[str], None] | None
+        self,
+        slot: _Slot,
+        wall_planned: float | None,
+        say: Callable[[str], None] | None,
+        sinks: SinkSet | None = None,
     ) -> ProbeResult:
         target = slot.target
         async with slot.lock, self._sem:
@@ -165,7 +175,7 @@ class Scheduler:
                     f"internal error: {type(exc).__name__}: {exc}",
                 )  # fmt: skip
         if self._slots.get(target.name) is slot:  # still configured
-            self._sinks.record(result)
+            (self._sinks if sinks is None else sinks).record(result)
         return result
 
     # ------------------------------------------------------------ shutdown

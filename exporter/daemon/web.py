@@ -7,11 +7,14 @@
 | `GET /readyz` | 200 once a config is loaded and probes are scheduled; 503 while shutting down |
 | `POST /-/reload` | reload the targets file (also SIGHUP); 500 with the problems if invalid |
 | `GET /probe?target=NAME[&debug=true]` | probe that configured target now; JSON result |
+| `GET /probe?target=NAME&format=prometheus` | the same, as blackbox gauges of that one probe |
 | `GET /-/probes` | recent results, failures kept longer, and the schedule |
 | `GET /probe?target=NAME&format=svg` | probe now; the waterfall as SVG |
 | `GET /-/probes/<id>.svg` (`.json`) | waterfall of a kept result; id = its trace id |
 | `GET /-/probes/latest.svg?target=NAME` | redirect to that target's latest `<id>.svg` |
 | `GET /-/events` | Server-Sent Events: one `probe` event per finished probe |
+| `GET /-/probes/<id>` | one kept result by its id (trace id), with its log |
+| `GET /` | HTML page of recent probes with their logs (`exporter.daemon.pages`) |
 
 `/probe` accepts only the name of a configured target. Any other value (including a URL) is a
 404, and nothing from the query string ever reaches a request: no open proxy (CVE-2020-16248).
@@ -31,6 +34,7 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter.core.result import ProbeResult
 from exporter.daemon.events import EventBus, serve_events
+from exporter.daemon.pages import index_page
 from exporter.daemon.pictures import SVG_HEADERS, serve_picture, svg_bytes
 from exporter.runtime import collector_paused
 
@@ -58,6 +62,11 @@ class Handlers:
     find_result: Callable[[str], ProbeResult | None] | None = None
     latest_result: Callable[[str], ProbeResult | None] | None = None
     events: EventBus | None = None
+    # Blackbox-style `/probe?format=prometheus`: exposition of one probe kept out of the SLO
+    # series; None when the target is unknown.
+    run_probe_metrics: Callable[[str], Awaitable[bytes | None]] | None = None
+    # `/-/probes/<id>`: one kept result; None when unknown.
+    probe_detail: Callable[[str], dict[str, Any] | None] | None = None
 
 
 async def _respond(
@@ -84,13 +93,6 @@ async def _respond(
 
 def _json(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n"
-
-
-_INDEX = b"""<!doctype html><title>langgraph-stream-exporter</title>
-<h1>langgraph-stream-exporter</h1>
-<ul><li><a href="/metrics">/metrics</a></li><li><a href="/-/probes">/-/probes</a></li>
-<li><a href="/healthz">/healthz</a></li><li><a href="/readyz">/readyz</a></li></ul>
-"""
 
 
 def _render(encoder: Callable[[CollectorRegistry], bytes], registry: CollectorRegistry) -> bytes:
@@ -152,6 +154,9 @@ def make_app(h: Handlers) -> App:
                 known = ", ".join(h.target_names()) or "none"
                 await _respond(send, 404, f"unknown target; configured targets: {known}\n".encode())
                 return
+            if query.get("format", [""])[0] == "prometheus" and h.run_probe_metrics is not None:
+                await _probe_metrics(send, h, values[0])
+                return
             debug = query.get("debug", ["false"])[0].lower() in ("1", "true", "yes")
             result = await h.run_probe(values[0], debug)
             if result is None:
@@ -164,12 +169,34 @@ def make_app(h: Handlers) -> App:
             await _respond(send, 200, h.mask(_json(h.probes())), json_type)
         elif path == "/-/events" and h.events is not None:
             await serve_events(h.events, scope, receive, send)
-        elif path.startswith("/-/probes/") and h.find_result and h.latest_result:
+        elif (
+            path.startswith("/-/probes/")
+            and path.endswith((".svg", ".json"))
+            and (h.find_result and h.latest_result)
+        ):
             await serve_picture(path, query, send, find=h.find_result, latest=h.latest_result,
                                 mask=h.mask)  # fmt: skip
+        elif path.startswith("/-/probes/") and h.probe_detail is not None:
+            detail = h.probe_detail(path.removeprefix("/-/probes/"))
+            if detail is None:
+                await _respond(send, 404, b"no such probe (only recent ones are kept)\n")
+                return
+            await _respond(send, 200, h.mask(_json(detail)), json_type)
         elif path == "/":
-            await _respond(send, 200, _INDEX, "text/html; charset=utf-8")
+            page = index_page(h.probes())
+            await _respond(send, 200, h.mask(page), "text/html; charset=utf-8")
         else:
             await _respond(send, 404, b"not found\n")
 
     return app
+
+
+async def _probe_metrics(send: Send, h: Handlers, name: str) -> None:
+    """`/probe?target=NAME&format=prometheus`: one probe as blackbox gauges (text format)."""
+    assert h.run_probe_metrics is not None
+    body = await h.run_probe_metrics(name)
+    if body is None:
+        known = ", ".join(h.target_names()) or "none"
+        await _respond(send, 404, f"unknown target; configured targets: {known}\n".encode())
+        return
+    await _respond(send, 200, h.mask(body), "text/plain; version=0.0.4; charset=utf-8")

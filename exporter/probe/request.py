@@ -82,4 +82,11 @@ def request_headers(target: Target, trace: TraceParent) -> dict[str, str]:
 def sent_secrets(target: Target, headers: dict[str, str]) -> SecretMask:
     """A mask of the secret values this probe actually sends (a rotated file included)."""
     names = {"x-api-key", *(name.lower() for name in target.secret_headers)}
-    return SecretMask(v for k, v in headers.items() if k.lower() in names)
+    values = [v for k, v in headers.items() if k.lower() in names]
+    try:
+        proxy = target.proxy()
+    except ValueError:  # the probe fails on it before sending anything
+        proxy = None
+    if proxy is not None:
+        values.extend(proxy.secret_values())
+    return SecretMask(values)

@@ -33,8 +33,10 @@ from exporter.http.client import (
     classify_transport_error,
     client_for,
     consume_body,
+    content_encoding,
     headers_arrival_ns,
     response_excerpt,
+    tls_cert_not_after_s,
     transport_errors,
 )
 from exporter.probe import threads
@@ -73,9 +75,30 @@ async def probe(
     """Run one probe of `target` and return what it measured (never raises for the target's
     faults: they are the result's `failure`)."""
     trace = trace or TraceParent.new()
+    missing = target.missing_secrets()
+    if missing:
+        # NOTE: sending without the configured secret would earn an anonymous 401 at best and
+        # send the request where the config did not mean it to go unauthenticated.
+        result = failed_result(
+            target,
+            trace,
+            time.monotonic_ns(),
+            time.time_ns(),
+            FailureKind.CONFIG,
+            "not sent: " + "; ".join(missing),
+        )
+        if log is not None:
+            log(f"failed (config): {result.failure.message if result.failure else ''}")
+        return result
     owns_client = client is None
     if client is None:
-        client = client_for(target, transport=transport)
+        try:
+            client = client_for(target, transport=transport)
+        except ProbeFailure as exc:  # e.g. the ca_file vanished since the config loaded
+            t0_ns, wall0_ns = time.monotonic_ns(), time.time_ns()
+            return failed_result(
+                target, trace, t0_ns, wall0_ns, exc.kind, exc.message, phase=exc.phase
+            )
     one = _Probe(target, trace, client, log)
     try:
         if target.mode == "thread":
@@ -111,6 +134,8 @@ def failed_result(
     wall0_ns: int,
     kind: FailureKind,
     message: str,
+    *,
+    phase: str | None = None,
 ) -> ProbeResult:
     """The result of a probe that never got to send its request (e.g. skipped or cancelled)."""
     return ProbeResult(
@@ -118,7 +143,7 @@ def failed_result(
         t_request_ns=t0_ns,
         wall_request_ns=wall0_ns,
         t_end_ns=time.monotonic_ns(),
-        failure=Failure(kind, message),
+        failure=Failure(kind, message, phase=phase),
     )
 
 
@@ -144,10 +169,12 @@ class _Probe:
         self.timeline = Timeline(self.t_start_ns)
         self.phases = _Phases()
         self.stream_mode = _stream_mode_for(target)
+        self.content_encoding: str | None = None
         self.failure: Failure | None = None
         self.thread_id: str | None = None
         self.location_run_id: str | None = None  # known from the headers, before `metadata`
         self.http_status: int | None = None
+        self.tls_cert_not_after_s: float | None = None
         self.decoder = SSEDecoder()
         self.clean_eof = False
         self.t_end_ns: int | None = None
@@ -232,6 +259,8 @@ class _Probe:
             stream_mode=self.stream_mode,
             stream_mode_fallback=self.stream_mode != STREAM_MODE,
             tokens_dropped=tl.tokens_dropped,
+            content_encoding=self.content_encoding,
+            tls_cert_not_after_s=self.tls_cert_not_after_s,
         )
 
     async def create_thread(self) -> None:
@@ -281,6 +310,7 @@ class _Probe:
                 self.connection_phases(response)
                 tl.headers(headers_arrival_ns(response))
                 self.http_status = response.status_code
+                self.tls_cert_not_after_s = tls_cert_not_after_s(response)
                 self.say(
                     f"POST {path}: HTTP {response.status_code} after {_ms(tl.t_headers_ns, tl)}"
                 )
@@ -299,12 +329,28 @@ class _Probe:
                         kind=FailureKind.NOT_SSE,
                         phase="headers",
                     )
+                encoding = content_encoding(response)
+                if encoding is not None:
+                    self.content_encoding = encoding  # the result's buffered verdict says so
+                    # NOTE: we ask for identity; a compressed stream was compressed on the way,
+                    # and compressing buffers it, so its arrival times would not be the
+                    # server's (docs/RELIABILITY.md): refuse it rather than measure a buffer.
+                    raise ProbeFailure(
+                        f"the event stream arrived compressed (content-encoding {encoding!r})"
+                        " although the probe asked for identity: a proxy or gateway compresses"
+                        " and buffers it",
+                        kind=FailureKind.NOT_SSE,
+                        phase="headers",
+                    )
                 _, self.location_run_id = _ids_from_location(
                     response.headers.get("content-location")
                 )
                 streaming = True
                 decoder = self.decoder
                 timer.reschedule(None)  # from here on the watchdog decides when it expires
+                # The stream's deadlines count from t_request, which the transport may have
+                # moved to the request write (after connect and TLS).
+                deadlines = Deadlines.start(target.timeout, tl.t_request_ns)
                 watchdog = _Watchdog(timer, deadlines, tl, tl.t_headers_ns or tl.t_request_ns)
                 watchdog.arm()
                 wd = watchdog

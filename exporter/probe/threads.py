@@ -6,7 +6,10 @@ Kept apart from the stream reading: nothing here is timed (docs/WIRE.md §9).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import quote
 
 import httpx
@@ -15,11 +18,22 @@ import orjson
 from exporter.config import Target
 from exporter.core.errors import FailureKind, HTTPStatusFailure, ProbeFailure
 from exporter.http.client import classify_transport_error, response_excerpt, transport_errors
-from exporter.probe.request import probe_metadata
+from exporter.probe.request import PROBE_MARKER, probe_metadata
 
-__all__ = ["CLEANUP_TIMEOUT_S", "cancel_run", "create_thread", "delete_thread"]
+__all__ = [
+    "CLEANUP_TIMEOUT_S",
+    "Sweep",
+    "cancel_run",
+    "create_thread",
+    "delete_thread",
+    "sweep_orphaned_threads",
+]
 
 CLEANUP_TIMEOUT_S = 10.0
+#: Threads asked for per `POST /threads/search`, and the most pages one sweep reads.
+SWEEP_PAGE = 100
+SWEEP_MAX_PAGES = 20
+SWEEP_TIMEOUT_S = 60.0
 
 
 async def create_thread(client: httpx.AsyncClient, target: Target, headers: dict[str, str]) -> str:
@@ -119,3 +133,89 @@ async def clean_up(
                 say(f"deleted thread {thread_id}: HTTP {status}")
     except cleanup_errors as exc:
         say(f"cleanup of thread {thread_id} failed: {type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """What one sweep of a server did: threads deleted, and the error that stopped it."""
+
+    deleted: int
+    error: str | None = None
+
+
+def _created_s(thread: object) -> float | None:
+    """A thread's `created_at` (ISO 8601) as Unix seconds, or None when missing or unparsable."""
+    if not isinstance(thread, dict):
+        return None
+    created = thread.get("created_at")
+    if not isinstance(created, str):
+        return None
+    try:
+        return datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+async def sweep_orphaned_threads(
+    client: httpx.AsyncClient,
+    target: Target,
+    headers: dict[str, str],
+    *,
+    older_than_s: float,
+    now_s: float | None = None,
+) -> Sweep:
+    """Delete the probe threads on `target`'s server older than `older_than_s` seconds.
+
+    A probe deletes its own thread (`clean_up`); a thread left behind means the exporter died
+    mid-probe. `POST /threads/search` with the probe marker in `metadata`, oldest first, then
+    `DELETE /threads/<tid>` for each thread created more than `older_than_s` before `now_s`
+    (Unix seconds; default: now). Threads of every exporter and target on that server carry
+    the marker, so the bound must exceed the longest probe. Never raises for the server's
+    faults: they are the returned `Sweep.error`.
+    """
+    now_s = time.time() if now_s is None else now_s
+    cutoff_s = now_s - older_than_s
+    body = {
+        "metadata": {"probe": PROBE_MARKER},
+        "limit": SWEEP_PAGE,
+        "offset": 0,
+        "sort_by": "created_at",
+        "sort_order": "asc",
+    }
+    deleted = 0
+    skipped = 0  # old threads that could not be deleted: the next page starts after them
+    errors: tuple[type[Exception], ...] = (TimeoutError, *transport_errors())
+    try:
+        async with asyncio.timeout(SWEEP_TIMEOUT_S):
+            for _ in range(SWEEP_MAX_PAGES):
+                body["offset"] = skipped
+                r = await client.post(
+                    f"{target.url}/threads/search", content=orjson.dumps(body), headers=headers
+                )
+                if r.status_code >= 300:
+                    detail = await response_excerpt(r)
+                    return Sweep(deleted, f"POST /threads/search: HTTP {r.status_code}: {detail}")
+                try:
+                    page = orjson.loads(r.content)
+                except orjson.JSONDecodeError:
+                    return Sweep(deleted, "POST /threads/search: response is not JSON")
+                if not isinstance(page, list):
+                    return Sweep(deleted, "POST /threads/search: expected a JSON array")
+                for thread in page:
+                    created_s = _created_s(thread)
+                    if created_s is None or created_s >= cutoff_s:
+                        return Sweep(deleted)  # oldest first: the rest are younger
+                    thread_id = thread.get("thread_id") if isinstance(thread, dict) else None
+                    if not isinstance(thread_id, str):
+                        skipped += 1
+                        continue
+                    status = await delete_thread(client, target, headers, thread_id)
+                    if status < 300 or status == 404:  # 404: someone else deleted it meanwhile
+                        deleted += status < 300
+                    else:
+                        skipped += 1
+                if len(page) < SWEEP_PAGE:
+                    return Sweep(deleted)
+    except errors as exc:
+        return Sweep(deleted, f"{type(exc).__name__}: {exc}")
+    return Sweep(deleted)

@@ -2,7 +2,7 @@
 
 Results flow one way: the scheduler hands each result to every sink, and a sink never calls back
 into probing. A failing sink is logged and counted and never stops the scheduler (OTel's
-`SimpleSpanProcessor` rule, STYLE §5).
+`SimpleSpanProcessor` rule).
 """
 
 from __future__ import annotations

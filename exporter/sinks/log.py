@@ -16,7 +16,7 @@ from exporter.core.errors import FailureKind
 from exporter.core.result import ProbeResult
 from exporter.core.stats import quantile
 
-__all__ = ["History", "LogSink", "summary"]
+__all__ = ["History", "LogSink", "entry", "summary"]
 
 
 def summary(result: ProbeResult) -> dict[str, Any]:
@@ -93,14 +93,6 @@ class History:
     def close(self) -> None:
         """Nothing to flush."""
 
-    def find(self, probe_id: str) -> ProbeResult | None:
-        """The kept result whose id (its trace id, `/-/probes/<id>.svg`) is `probe_id`."""
-        for results in (self.recent, self.failures):
-            for result in results:
-                if result.trace_id and result.trace_id == probe_id:
-                    return result
-        return None
-
     def latest(self, target: str) -> ProbeResult | None:
         """The most recent kept result of `target`."""
         for result in reversed(self.recent):
@@ -109,7 +101,25 @@ class History:
         return None
 
     def snapshot(self) -> dict[str, list[dict[str, Any]]]:
+        """Newest first. Each entry is `summary()` plus `id` (the trace id, the key of
+        `find()` and `/-/probes/<id>`) and `log` (the probe's own lines, as `/probe?debug`)."""
         return {
-            "recent": [summary(r) for r in reversed(self.recent)],
-            "failures": [summary(r) for r in reversed(self.failures)],
+            "recent": [_entry(r) for r in reversed(self.recent)],
+            "failures": [_entry(r) for r in reversed(self.failures)],
         }
+
+    def find(self, probe_id: str) -> ProbeResult | None:
+        """The kept result whose trace id is `probe_id`; None when unknown or already dropped."""
+        for result in (*self.recent, *self.failures):
+            if result.trace_id == probe_id:
+                return result
+        return None
+
+
+def entry(result: ProbeResult) -> dict[str, Any]:
+    """One `/-/probes` entry; also the data of a `/-/events` event."""
+    return _entry(result)
+
+
+def _entry(result: ProbeResult) -> dict[str, Any]:
+    return {**summary(result), "id": result.trace_id, "log": list(result.log)}

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable, Sequence
 from typing import Final
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -32,7 +33,7 @@ from exporter.core.stats import quantile
 
 __all__ = ["OTLPSink"]
 
-# Stable semconv names, spelled out rather than imported from `_incubating` (STYLE §5).
+# Stable semconv names, spelled out rather than imported from `_incubating` (may change).
 ERROR_TYPE: Final = "error.type"
 SERVER_ADDRESS: Final = "server.address"
 SERVER_PORT: Final = "server.port"
@@ -85,6 +86,34 @@ def _exporter_from_env() -> SpanExporter:
     return HTTPSpanExporter()
 
 
+class _CountingExporter(SpanExporter):
+    """Calls `on_failure()` once per export call (one batch) that fails or raises.
+
+    The batch processor runs exports on its own thread and only logs a failure, so without this
+    a collector that is down would lose every span without a number to alert on.
+    """
+
+    def __init__(self, inner: SpanExporter, on_failure: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_failure = on_failure
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._inner.export(spans)
+        except Exception:
+            self._on_failure()
+            raise
+        if result is not SpanExportResult.SUCCESS:
+            self._on_failure()
+        return result
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
 class _ProbeIds(IdGenerator):
     """Hands out the probe's own ids for the root span, random ones after that."""
 
@@ -112,9 +141,11 @@ class OTLPSink:
         exporter: SpanExporter | None = None,
         *,
         batch: bool = True,
+        on_export_failure: Callable[[], None] | None = None,
         token_events: bool = False,
     ) -> None:
-        """`token_events`: one `token` span event per token arrival on the `chat` spans
+        """`on_export_failure()` is called (from the export thread) for each failed batch.
+        `token_events`: one `token` span event per token arrival on the `chat` spans
         (`LGSE_SPAN_TOKEN_EVENTS`; off by default: a long answer makes a large span)."""
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
@@ -125,6 +156,8 @@ class OTLPSink:
         )
         self.provider = TracerProvider(resource=resource, id_generator=self._ids)
         exporter = exporter if exporter is not None else _exporter_from_env()
+        if on_export_failure is not None:
+            exporter = _CountingExporter(exporter, on_export_failure)
         processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
         self.provider.add_span_processor(processor)
         self._tracer = self.provider.get_tracer("langgraph-stream-exporter", __version__)

@@ -17,19 +17,23 @@ Example exposition (abridged):
 from __future__ import annotations
 
 import dataclasses
+import platform
 import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import Exemplar, Metric, Sample
+from prometheus_client.exposition import generate_latest
 
+from exporter import __version__
 from exporter.core.errors import FailureKind
 from exporter.core.result import ProbeResult
+from exporter.core.stats import quantile
 
-__all__ = ["NS", "PrometheusSink"]
+__all__ = ["NS", "PrometheusSink", "probe_exposition"]
 
 NS = "langgraph_probe_"
 OTHER_NODE = "__other__"
@@ -38,10 +42,11 @@ OTHER_NODE = "__other__"
 LATENCY_BUCKETS = tuple(
     sorted({round(0.01 * 2**i, 2) for i in range(14)} | {0.5, 1.0, 2.0, 5.0, 163.84})
 )
-#: Gaps and TPOT.
+#: Gaps and TPOT. Real inter-token latency mostly lies between 5 and 50 ms, so that range has a
+#: bound every 5 ms: a regression from 15 to 45 ms moves p95 across several buckets.
 GAP_BUCKETS = (
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,
-    0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+    0.001, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.045, 0.05,
+    0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 
 _RUN_HISTS = {
@@ -114,6 +119,8 @@ class _TargetState:
     last: ProbeResult | None = None
     last_success_s: float | None = None
     last_ratio: dict[str, float] = field(default_factory=dict)
+    # Kept across probes that fail before a handshake (a timeout must not hide the expiry).
+    cert_not_after_s: float | None = None
 
     def snapshot(self) -> _TargetState:
         """A copy that later `record()` calls do not change (cheap: counts, not samples)."""
@@ -142,10 +149,13 @@ class PrometheusSink:
         self._lock = threading.Lock()
         self._targets: dict[str, _TargetState] = {}
         self._sink_errors: dict[str, int] = {}
+        self._orphans_deleted = 0
         self.reload_ok = 1.0
         self.reload_ok_timestamp_s = time.time()
         self.in_flight: Callable[[], int] = lambda: 0
         self.registry.register(self)
+        # The exporter's own health: process_resident_memory_bytes, _cpu_seconds_total, _open_fds.
+        ProcessCollector(registry=self.registry)
 
     # --------------------------------------------------------------- feeding
 
@@ -181,6 +191,11 @@ class PrometheusSink:
         with self._lock:
             self._sink_errors[sink] = self._sink_errors.get(sink, 0) + 1
 
+    def count_orphans_deleted(self, count: int) -> None:
+        """Probe threads a dead exporter left on a server, deleted by the sweeper."""
+        with self._lock:
+            self._orphans_deleted += count
+
     def set_reload(self, ok: bool) -> None:
         self.reload_ok = 1.0 if ok else 0.0
         if ok:
@@ -207,6 +222,8 @@ class PrometheusSink:
             st.runs[key] = st.runs.get(key, 0) + 1
             if result.success:
                 st.last_success_s = now_s
+            if result.tls_cert_not_after_s is not None:
+                st.cert_not_after_s = result.tls_cert_not_after_s
             rel = result.since_request_s
             for metric, value in (
                 ("time_to_headers_seconds", rel(result.t_headers_ns)),
@@ -263,7 +280,15 @@ class PrometheusSink:
         with self._lock:
             targets = {name: st.snapshot() for name, st in self._targets.items()}
             sink_error_counts = dict(self._sink_errors)
+            orphans = self._orphans_deleted
         yield from self._collect(targets, sink_error_counts)
+        swept = Metric(
+            NS + "orphaned_threads_deleted",
+            "Probe threads left behind by a stopped exporter, deleted by the sweeper.",
+            "counter",
+        )
+        swept.add_sample(NS + "orphaned_threads_deleted_total", {}, orphans)
+        yield swept
 
     def describe(self) -> Iterable[Metric]:
         return []
@@ -286,6 +311,18 @@ class PrometheusSink:
         )
         burst = fam(
             "max_tokens_per_read", "Most tokens read in one socket read, last probe.", "gauge"
+        )
+        status_code = fam(
+            "http_status_code",
+            "HTTP status of the last probe's run request; 0 when none arrived (blackbox's "
+            "probe_http_status_code).",
+            "gauge",
+        )
+        cert_expiry = fam(
+            "ssl_earliest_cert_expiry",
+            "Unix time the server's TLS certificate expires, seen by the last https probe that "
+            "completed a handshake (blackbox's probe_ssl_earliest_cert_expiry).",
+            "gauge",
         )
         buffered = fam(
             "stream_buffered",
@@ -315,8 +352,11 @@ class PrometheusSink:
                 duration.add_sample(NS + "duration_seconds", labels, last.duration_s)
                 burst.add_sample(NS + "max_tokens_per_read", labels, last.max_tokens_per_read)
                 buffered.add_sample(NS + "stream_buffered", labels, 1.0 if last.buffered else 0.0)
+                status_code.add_sample(NS + "http_status_code", labels, last.http_status or 0)
                 for node, value in st.last_ratio.items():
                     ratio.add_sample(NS + "buffered_gap_ratio", {**labels, "node": node}, value)
+            if st.cert_not_after_s is not None:
+                cert_expiry.add_sample(NS + "ssl_earliest_cert_expiry", labels, st.cert_not_after_s)
             if st.last_success_s is not None:
                 last_ok.add_sample(NS + "last_success_timestamp_seconds", labels, st.last_success_s)
             for (outcome, reason), count in sorted(st.runs.items()):
@@ -338,7 +378,7 @@ class PrometheusSink:
             for (metric, node), hist in sorted(st.node_hists.items()):
                 hists[metric].samples.extend(hist.samples(NS + metric, {**labels, "node": node}))
         yield from (success, duration, last_ok, ratio, burst, buffered, runs, tokens, reasoning)
-        yield skipped
+        yield from (skipped, status_code, cert_expiry)
         yield from hists.values()
         yield phases
         reload_ok = fam(
@@ -360,3 +400,95 @@ class PrometheusSink:
         for sink, count in sorted(sink_error_counts.items()):
             sink_errors.add_sample(NS + "sink_errors_total", {"sink": sink}, count)
         yield from (reload_ok, reload_ts, sink_errors)
+        build = fam("build_info", "Always 1; the exporter's version and Python version.", "gauge")
+        build.add_sample(
+            NS + "build_info", {"version": __version__, "python": platform.python_version()}, 1
+        )
+        yield build
+
+
+def probe_exposition(result: ProbeResult) -> bytes:
+    """One probe as blackbox_exporter answers `/probe`: gauges of this probe only, text format.
+
+    For the multi-target pattern (and the Prometheus Operator's Probe): the scrape itself runs the
+    probe, the scraper's relabelling sets `instance`, and nothing here is counted in the
+    `langgraph_probe_*` histograms and counters of `/metrics`. blackbox's own names where they
+    exist (`probe_success`, `probe_duration_seconds`, `probe_http_status_code`,
+    `probe_ssl_earliest_cert_expiry`), so blackbox dashboards and alerts work unchanged, and
+    `probe_langgraph_*` for what only a streaming probe measures. Values are seconds.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_OneProbe(result))
+    return generate_latest(registry)
+
+
+class _OneProbe:
+    def __init__(self, result: ProbeResult) -> None:
+        self._result = result
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        r = self._result
+
+        def gauge(name: str, doc: str, value: float | None, **labels: str) -> Metric:
+            metric = Metric(name, doc, "gauge")
+            if value is not None:
+                metric.add_sample(name, labels, value)
+            return metric
+
+        yield gauge("probe_success", "1 if the probe succeeded, else 0.", 1.0 if r.success else 0)
+        yield gauge("probe_duration_seconds", "Run request to end of stream.", r.duration_s)
+        yield gauge(
+            "probe_http_status_code",
+            "HTTP status of the run request; 0 when none arrived.",
+            r.http_status or 0,
+        )
+        if r.tls_cert_not_after_s is not None:
+            yield gauge(
+                "probe_ssl_earliest_cert_expiry",
+                "Unix time the server's certificate expires.",
+                r.tls_cert_not_after_s,
+            )
+        failure = Metric(
+            "probe_langgraph_failure", "1 for the failure kind of a failed probe.", "gauge"
+        )
+        if r.failure is not None:
+            failure.add_sample(failure.name, {"reason": r.failure.kind.value}, 1)
+        yield failure
+        for name, doc, value in (
+            ("time_to_headers_seconds", "Response headers minus the run request.",
+             r.since_request_s(r.t_headers_ns)),
+            ("time_to_first_event_seconds", "The metadata event minus the run request.",
+             r.since_request_s(r.t_first_event_ns)),
+            ("time_to_first_token_seconds", "First token minus the run request (run TTFT).",
+             r.ttft_s),
+            ("tokens", "Tokens received.", r.tokens),
+            ("max_tokens_per_read", "Most tokens read in one socket read.", r.max_tokens_per_read),
+        ):  # fmt: skip
+            yield gauge("probe_langgraph_" + name, doc, value)
+        node_ttft = Metric(
+            "probe_langgraph_node_time_to_first_token_seconds",
+            "First token minus the node's tasks start; first execution of each node.",
+            "gauge",
+        )
+        itl = Metric(
+            "probe_langgraph_inter_token_latency_seconds",
+            "Inter-token gaps of each node: median, p95 and the largest (quantile 0.5, 0.95, 1).",
+            "gauge",
+        )
+        seen: set[str] = set()
+        gaps: dict[str, list[float]] = {}
+        for ex in r.nodes:
+            if ex.ttft_s is not None and ex.node not in seen:
+                seen.add(ex.node)
+                node_ttft.add_sample(node_ttft.name, {"node": ex.node}, ex.ttft_s)
+            gaps.setdefault(ex.node, []).extend(ex.itl_s())
+        for node, values in sorted(gaps.items()):
+            for q in (0.5, 0.95, 1.0):
+                value = quantile(values, q)
+                if value is not None:
+                    itl.add_sample(itl.name, {"node": node, "quantile": repr(q)}, value)
+        yield node_ttft
+        yield itl

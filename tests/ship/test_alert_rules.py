@@ -13,7 +13,7 @@ import yaml
 from . import generate, paths
 from .conftest import run
 
-# TTFT bucket bounds the exporter exposes (DESIGN.md §2): 0.01 doubling to 81.92, plus 0.5, 1, 2, 5, 163.84.
+# TTFT bucket bounds the exporter exposes (docs/WIRE.md §17): 0.01 doubling to 81.92, plus 0.5, 1, 2, 5, 163.84.
 TTFT_BUCKETS = sorted({round(0.01 * 2**i, 2) for i in range(14)} | {0.5, 1, 2, 5, 163.84})
 
 
@@ -53,10 +53,13 @@ def test_promtool_unit_tests_pass(promtool: Path) -> None:
 
 
 def test_the_issue_alerts_all_exist() -> None:
-    """Failing, no success, fast and slow burn, TTFT and ITL regression and reload failed are defined."""
+    """Failing, no success, fast and slow burn, TTFT and ITL regression, reload failed, exporter
+    down and certificate expiry are defined."""
     assert sorted(_alert_names()) == [
         "LangGraphExporterConfigReloadFailed",
+        "LangGraphExporterDown",
         "LangGraphITLRegression",
+        "LangGraphProbeCertificateExpiring",
         "LangGraphProbeFailing",
         "LangGraphProbeNoRecentSuccess",
         "LangGraphTTFTBudgetBurnFast",
@@ -166,3 +169,62 @@ def test_promtool_accepts_the_rules_rendered_with_ci_values(
     rules.write_text(yaml.safe_dump(yaml.safe_load(rendered)["spec"]))
     proc = run([promtool, "check", "rules", rules])
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _promtool_failures(promtool: Path, tmp_path: Path, *helm_args: str) -> set[str]:
+    """Names of the unit tests that fail against the rules rendered with these helm args."""
+    rendered = generate.helm_template(
+        "--show-only=templates/prometheusrule.yaml",
+        "--set=prometheusRule.enabled=true",
+        *helm_args,
+    )
+    (tmp_path / paths.RULES.name).write_text(yaml.safe_dump(yaml.safe_load(rendered)["spec"]))
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    for path in paths.RULE_TESTS:
+        shutil.copy(path, tests / path.name)
+    proc = subprocess.run(
+        [str(promtool), "test", "rules", *sorted(str(p) for p in tests.glob("*.yaml"))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    output = (proc.stdout + proc.stderr).splitlines()
+    return {line.strip() for line in output if line.strip().startswith("name:")}
+
+
+def test_itl_regression_floor_is_low_enough_for_real_llm_gaps(
+    tmp_path: Path, promtool: Path
+) -> None:
+    """A p95 ITL going from 15 to 45 ms fires with the default floor, not with the old 50 ms."""
+    values = yaml.safe_load((paths.CHART / "values.yaml").read_text())
+    assert values["prometheusRule"]["regression"]["itl"]["floorSeconds"] <= 0.015
+    failed = _promtool_failures(
+        promtool, tmp_path, "--set-json=prometheusRule.regression.itl.floorSeconds=0.05"
+    )
+    assert "name: p95 ITL of one node from 14.75ms to 44.75ms fires (a real LLM's gaps," in {
+        f.split(" below")[0] for f in failed
+    }
+
+
+def test_exporter_down_job_is_the_service_monitors_job(render: Any) -> None:
+    """Without `exporterDown.job` the alert watches the job the chart's ServiceMonitor sets
+    (jobLabel app.kubernetes.io/name: the chart name); a set job is used as given."""
+    docs = render("--set=prometheusRule.enabled=true", "--show-only=templates/prometheusrule.yaml")
+    rules = [r for g in docs[0]["spec"]["groups"] for r in g["rules"]]
+    (down,) = [r for r in rules if r.get("alert") == "LangGraphExporterDown"]
+    assert 'up{job="langgraph-stream-exporter"} == 0' in down["expr"]
+    (monitor,) = render(
+        "--set=serviceMonitor.enabled=true", "--show-only=templates/servicemonitor.yaml"
+    )
+    assert monitor["spec"]["jobLabel"] == "app.kubernetes.io/name"
+    (service,) = render("--show-only=templates/service.yaml")
+    assert service["metadata"]["labels"]["app.kubernetes.io/name"] == "langgraph-stream-exporter"
+    docs = render(
+        "--set=prometheusRule.enabled=true",
+        "--set=prometheusRule.exporterDown.job=lgse",
+        "--show-only=templates/prometheusrule.yaml",
+    )
+    rules = [r for g in docs[0]["spec"]["groups"] for r in g["rules"]]
+    (down,) = [r for r in rules if r.get("alert") == "LangGraphExporterDown"]
+    assert 'absent(up{job="lgse"})' in down["expr"]

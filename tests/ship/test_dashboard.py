@@ -20,6 +20,8 @@ GAUGES = {
     "buffered_gap_ratio",
     "max_tokens_per_read",
     "stream_buffered",
+    "http_status_code",
+    "ssl_earliest_cert_expiry",
 }
 COUNTERS = {"runs_total", "tokens_total", "sink_errors_total", "probes_skipped_total"}
 HISTOGRAMS = {
@@ -33,7 +35,7 @@ HISTOGRAMS = {
     "run_duration_seconds",
     "time_to_first_answer_token_seconds",
 }
-# The exporter's metric families (DESIGN.md §2 and the ship brief), as they appear in PromQL.
+# The exporter's metric families (docs/WIRE.md §17), as they appear in PromQL.
 METRICS = {f"langgraph_probe_{name}" for name in GAUGES | COUNTERS} | {
     f"langgraph_probe_{name}_{suffix}"
     for name in HISTOGRAMS
@@ -168,3 +170,49 @@ def test_dashboard_json_is_formatted() -> None:
     """The JSON is stored indented with a trailing newline, so diffs stay readable."""
     text = paths.DASHBOARD.read_text()
     assert text == json.dumps(json.loads(text), indent=2) + "\n"
+
+
+QUANTILE_PANELS = [
+    p for p in _panels() if any("histogram_quantile" in t["expr"] for t in p.get("targets", []))
+]
+
+
+@pytest.mark.parametrize("panel", QUANTILE_PANELS, ids=[p["title"] for p in QUANTILE_PANELS])
+def test_quantiles_use_a_window_that_holds_enough_probes(panel: dict[str, Any]) -> None:
+    """Quantile panels compute over $quantile_window (default 1h), never $__rate_interval, say so
+    in their description, and show the sample count their quantile rests on."""
+    exprs = [t["expr"] for t in panel["targets"]]
+    assert all("$__rate_interval" not in e for e in exprs)
+    assert all("[$quantile_window]" in e for e in exprs)
+    assert "$quantile_window" in panel["description"]
+    counts = [t for t in panel["targets"] if "_count" in t["expr"] and "increase(" in t["expr"]]
+    assert counts, "no sample-count query"
+    assert "samples" in counts[0]["legendFormat"]
+
+
+def test_quantile_window_defaults_to_an_hour() -> None:
+    """The window variable offers longer windows and defaults to 1h (about 120 probes at 30 s)."""
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    window = variables["quantile_window"]
+    assert window["current"]["value"] == "1h"
+    assert "5m" not in window["query"].split(",")
+
+
+def test_node_variable_lists_nodes_without_an_llm() -> None:
+    """The node variable reads node_duration_seconds, which every node that ran has, not
+    tokens_total, which only nodes that streamed tokens have."""
+    (variable,) = [q for q in ALL_QUERIES if q.panel == "variable node"]
+    assert "langgraph_probe_node_duration_seconds_count" in variable.expr
+    assert "tokens_total" not in variable.expr
+
+
+def test_instance_and_static_label_variables() -> None:
+    """An `instance` variable (multi, All) filters every query, and an ad hoc filter variable
+    applies the targets' static labels."""
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    assert variables["instance"]["multi"] is True
+    assert variables["instance"]["includeAll"] is True
+    assert variables["filters"]["type"] == "adhoc"
+    assert variables["filters"]["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+    for query in PANEL_QUERIES:
+        assert 'instance=~"$instance"' in query.expr, query.panel

@@ -37,7 +37,14 @@ class DaemonProcess:
         self.write_config(config)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._env = {**os.environ, "LGSE_LOG_FORMAT": "json", **(env or {})}
+        # NOTE: the orphan sweep is off unless a test turns it on: it would send
+        # `POST /threads/search` to every scripted server, whose request counts tests check.
+        self._env = {
+            **os.environ,
+            "LGSE_LOG_FORMAT": "json",
+            "LGSE_ORPHAN_SWEEP": "false",
+            **(env or {}),
+        }
         self.proc: subprocess.Popen[bytes] | None = None
 
     def write_config(self, config: dict[str, Any] | str) -> None:
@@ -100,7 +107,14 @@ class DaemonProcess:
 class Prometheus:
     """The real `prometheus` binary (installed by scripts/install-tools.sh) on loopback."""
 
-    def __init__(self, scrape_url: str, workdir: Path, *, scrape_interval: str = "1s") -> None:
+    def __init__(
+        self,
+        scrape_url: str,
+        workdir: Path,
+        *,
+        scrape_interval: str = "1s",
+        extra_scrape_configs: list[dict[str, Any]] | None = None,
+    ) -> None:
         root = Path(__file__).resolve().parents[2]
         self.binary = root / ".tools" / "bin" / "prometheus"
         if not self.binary.exists():
@@ -120,6 +134,7 @@ class Prometheus:
                             "job_name": "langgraph-stream-exporter",
                             "static_configs": [{"targets": [target]}],
                         },
+                        *(extra_scrape_configs or []),
                     ],
                 }
             )

@@ -1,4 +1,4 @@
-"""A real OTLP trace receiver for tests: gRPC and http/protobuf on 127.0.0.1 (DESIGN §6).
+"""A real OTLP trace receiver for tests: gRPC and http/protobuf on 127.0.0.1.
 
 There is no collector binary on these machines, so this plays the collector: a grpcio
 `TraceService` server and a stdlib `ThreadingHTTPServer` accepting `POST /v1/traces`

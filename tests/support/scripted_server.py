@@ -1,7 +1,7 @@
 """A raw asyncio HTTP/1.1 server that plays scripted responses, plus LangGraph wire builders.
 
 Why raw asyncio and not an ASGI app: ASGI servers re-chunk, buffer and hide when bytes reach the
-socket (STYLE §2: `ASGITransport` buffers the whole body). Timing tests need "one `send` step =
+socket (httpx's `ASGITransport` buffers the whole body). Timing tests need "one `send` step =
 one TCP write, drained to the kernel, stamped with `time.monotonic_ns()`", and fault tests need
 abrupt closes and RSTs at exact points. So this server parses just enough HTTP/1.1 for httpx and
 aiohttp and writes every byte itself.
@@ -16,8 +16,8 @@ Usage::
 A *script* is a list of steps built with the factory functions below (`status`, `send`, `sleep`,
 `wait`, `end`, `close`, `reset`, `hang`, `body`, `drip`, and `split` for an event cut across
 writes). The wire builders (`sse`, `token`, `task_start` …) produce bytes identical to the
-captures in `/work/shared/wire/` (CRLF framing, compact orjson JSON, same key order; wire
-REPORT §2–§7); `langgraph_stream` assembles a whole run from them.
+captures of a real server (CRLF framing, compact orjson JSON, same key order; docs/WIRE.md
+§2–§7); `langgraph_stream` assembles a whole run from them.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ __all__ = [
 # Script steps
 # --------------------------------------------------------------------------------------------
 
-#: Headers of a real LangGraph stream response (wire §9), minus the per-run location headers
+#: Headers of a real LangGraph stream response (docs/WIRE.md §9), minus the per-run location headers
 #: (route helpers add those) and the framing headers (added from the step's own options).
 SSE_HEADERS: Mapping[str, str] = {
     "cache-control": "no-store",
@@ -297,7 +297,7 @@ ScriptSource: TypeAlias = Sequence[Step] | Callable[[RecordedRequest], Sequence[
 class _Route:
     script: ScriptSource
     headers: Mapping[str, str]
-    run_location: str | None  # "/runs" or "/threads/<tid>/runs": adds location headers (wire §9)
+    run_location: str | None  # "/runs" or "/threads/<tid>/runs": location headers (docs/WIRE.md §9)
     run_id: str | None
     pattern: re.Pattern[str] | None = None
 
@@ -524,13 +524,13 @@ class ScriptedServer:
         )
 
     def route_stateless(self, script: ScriptSource, *, run_id: str | None = None) -> None:
-        """`POST /runs/stream`, with stateless location headers (wire §9)."""
+        """`POST /runs/stream`, with stateless location headers (docs/WIRE.md §9)."""
         self.route("POST", "/runs/stream", script, run_location="/runs", run_id=run_id)
 
     def route_thread(
         self, thread_id: str, script: ScriptSource, *, run_id: str | None = None
     ) -> ThreadRoutes:
-        """The thread flow: create, stream, cancel, run status, delete (wire §8, §11).
+        """The thread flow: create, stream, cancel, run status, delete (docs/WIRE.md §8, §11).
 
         To end the stream when the probe cancels the run (the real server's silent end), pass a
         callable that refers to the returned routes:
@@ -801,13 +801,13 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------
-# LangGraph wire builders (wire REPORT §2–§7; key order copied from the captures)
+# LangGraph wire builders (docs/WIRE.md §2–§7; key order copied from the captures)
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class RunInfo:
-    """Run-level identity repeated in every event's metadata (wire §4)."""
+    """Run-level identity repeated in every event's metadata (docs/WIRE.md §4)."""
 
     run_id: str = "01a20ce2-14df-727d-8bbe-8c9f1585c96f"
     thread_id: str = "01a20ce2-135d-726c-be13-ae10cbffa07b"
@@ -859,7 +859,7 @@ _HUMAN_INPUT: dict[str, Any] = {
 def sse(event: str, data: Any, *, id: str | None = None) -> bytes:
     """One SSE event framed like langgraph_api/sse.py: CRLF lines, one compact JSON data line."""
     out = b"event: " + event.encode() + b"\r\ndata: " + orjson.dumps(data) + b"\r\n"
-    if id is not None:  # only on resumable runs (wire §10)
+    if id is not None:  # only on resumable runs (docs/WIRE.md §2)
         out += b"id: " + id.encode() + b"\r\n"
     return out + b"\r\n"
 
@@ -896,7 +896,7 @@ def _ns_parts(
 
 
 def _event_name(base: str, parent_ns: str) -> str:
-    # With stream_subgraphs the event name carries the parent namespace (wire §7).
+    # With stream_subgraphs the event name carries the parent namespace (docs/WIRE.md §7).
     return f"{base}|{parent_ns}" if parent_ns else base
 
 
@@ -956,7 +956,7 @@ def token(
     finish_reason: str | None = None,
     run: RunInfo = DEFAULT_RUN,
 ) -> bytes:
-    """A streamed `AIMessageChunk` messages tuple from an LLM call (wire §3–§5)."""
+    """A streamed `AIMessageChunk` messages tuple from an LLM call (docs/WIRE.md §3–§5)."""
     tool_calls: list[Any] = []
     invalid_tool_calls: list[Any] = []
     tool_call_chunks: list[Any] = []
@@ -1016,7 +1016,7 @@ def token(
             "langgraph_triggers": [f"branch:to:{node}"],
             "langgraph_path": ["__pregel_pull", node],
             "langgraph_checkpoint_ns": full_ns,
-            # NOTE: inside a subgraph checkpoint_ns is the *parent* namespace (wire §4).
+            # NOTE: inside a subgraph checkpoint_ns is the *parent* namespace (docs/WIRE.md §4).
             "checkpoint_ns": parent_ns or full_ns,
             "ls_provider": provider,
             "ls_model_name": model,
@@ -1039,7 +1039,7 @@ def usage_chunk(
     finish_reason: str = "stop",
     **kw: Any,
 ) -> bytes:
-    """The provider's final chunk: no content, `usage_metadata` and `finish_reason` (wire §5)."""
+    """The provider's final chunk: no content, `usage_metadata` and `finish_reason` (docs/WIRE.md §5)."""
     u = usage if usage is not None else {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
     return token(
         node, "", msg_id=msg_id, task_id=task_id, usage=u, finish_reason=finish_reason, **kw
@@ -1111,7 +1111,7 @@ def node_output_message(
 def error_event(
     error: str = "RuntimeError", message: str = "simulated provider failure after 5 chunks"
 ) -> bytes:
-    """`event: error` inside a 200 stream (wire §8)."""
+    """`event: error` inside a 200 stream (docs/WIRE.md §8)."""
     return sse("error", {"error": error, "message": message})
 
 
@@ -1149,9 +1149,9 @@ class NodeSpec:
     model: str = "fake-model"
     provider: str = "fakeprovider"
     step: int | None = None  # default: position in the run, 1-based
-    ns_path: Sequence[tuple[str, str]] | None = None  # enclosing subgraph nodes (wire §7)
+    ns_path: Sequence[tuple[str, str]] | None = None  # enclosing subgraph nodes (docs/WIRE.md §7)
     streamed: bool = True  # False: one whole `tool` message (a ToolNode), no tokens
-    error: str | None = None  # raise this exception type after the tokens (wire §8, `boom`)
+    error: str | None = None  # raise this exception type after the tokens (docs/WIRE.md §8, `boom`)
 
 
 def _stable_uuid(*parts: object) -> str:
@@ -1171,7 +1171,7 @@ def langgraph_stream(
 ) -> Script:
     """A realistic `["messages-tuple","tasks"]` run, nodes one after another.
 
-    metadata (after `pickup_s`, the dev server's queue delay, wire §14), then per node: tasks
+    metadata (after `pickup_s`, the dev server's queue delay, docs/WIRE.md §14), then per node: tasks
     start, `first_token_s`, the tokens `gap_s` apart, usage chunk, last chunk, tasks end. A node
     with `error` stops after its tokens with a failed tasks end and `event: error` (no last
     chunk). Ids are deterministic. Send tags: "metadata", "task_start:<node>", "token:<node>:<i>",

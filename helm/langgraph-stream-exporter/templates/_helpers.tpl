@@ -124,8 +124,14 @@ args:
   - {{ include "langgraph-stream-exporter.configDir" . }}/config.yaml
   - --listen
   - {{ printf "0.0.0.0:%v" .Values.containerPort | quote }}
-{{- if or .Values.env .Values.extraEnv .Values.apiKey.existingSecret }}
+{{- if hasKey (.Values.env | default dict) "LGSE_GRACE_PERIOD_S" }}
+{{- fail "env.LGSE_GRACE_PERIOD_S is derived from terminationGracePeriodSeconds minus shutdownMarginSeconds: set those instead" }}
+{{- end }}
 env:
+  {{- /* The time running probes get after SIGTERM: what Kubernetes grants the pod, minus the
+  time the process needs afterwards to stop its HTTP server and flush spans. */}}
+  - name: LGSE_GRACE_PERIOD_S
+    value: {{ max 1 (sub (int .Values.terminationGracePeriodSeconds) (int .Values.shutdownMarginSeconds)) | toString | quote }}
   {{- range $name, $value := .Values.env }}
   - name: {{ $name }}
     value: {{ $value | toString | quote }}
@@ -140,7 +146,6 @@ env:
   {{- with .Values.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
-{{- end }}
 ports:
   - name: http
     containerPort: {{ .Values.containerPort }}

@@ -85,6 +85,31 @@ groups:
             "description" "The last reload of the targets file by the exporter at {{ $labels.instance }} failed; it keeps probing with the previous config, so target changes have not taken effect."
           ) | nindent 8 }}
       {{- end }}
+      {{- if $r.exporterDown.enabled }}
+      {{- $c := $r.exporterDown }}
+      {{- $job := $c.job | default (include "langgraph-stream-exporter.name" .) }}
+      - alert: LangGraphExporterDown
+        expr: |-
+          up{job="{{ $job }}"} == 0
+          or
+          absent(up{job="{{ $job }}"})
+        for: {{ $c.for }}
+        {{- include "langgraph-stream-exporter.alertMeta" (dict "root" . "name" "LangGraphExporterDown" "severity" $c.severity
+            "summary" "langgraph-stream-exporter (job {{ $labels.job }}) is down or not scraped"
+            "description" "Prometheus has no successful scrape of the exporter{{ with $labels.instance }} at {{ . }}{{ end }} (job {{ $labels.job }}): its probe series go stale, so the other LangGraph alerts cannot fire and resolve instead."
+          ) | nindent 8 }}
+      {{- end }}
+      {{- if $r.certExpiry.enabled }}
+      {{- $c := $r.certExpiry }}
+      - alert: LangGraphProbeCertificateExpiring
+        expr: |-
+          min by ({{ $by }}) (langgraph_probe_ssl_earliest_cert_expiry) - time() < {{ $c.days }} * 86400
+        for: {{ $c.for }}
+        {{- include "langgraph-stream-exporter.alertMeta" (dict "root" . "name" "LangGraphProbeCertificateExpiring" "severity" $c.severity
+            "summary" "The TLS certificate of {{ $labels.target }} expires soon"
+            "description" (printf "The TLS certificate served to probes of target {{ $labels.target }} (assistant {{ $labels.assistant }}) expires in {{ $value | humanizeDuration }} (threshold %v days)." $c.days)
+          ) | nindent 8 }}
+      {{- end }}
   {{- if $r.ttftSLO.enabled }}
   {{- $s := $r.ttftSLO }}
   {{- $le := include "langgraph-stream-exporter.leMatcher" $s.thresholdSeconds }}
