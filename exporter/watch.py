@@ -188,6 +188,9 @@ def watch(
     picture: Waterfall | None = None
     if target and target in last:
         picture = _waterfall_of(url, last[target])
+    if not console.is_terminal:
+        for name in sorted(last):  # what is there already, then each new result
+            console.print(_line(last[name]), soft_wrap=True, highlight=False)
     _Follower(url, events).start()
 
     def view() -> Group:
