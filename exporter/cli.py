@@ -130,6 +130,12 @@ def _add_target_args(p: argparse.ArgumentParser, *, required: bool = True) -> No
             metavar="DURATION", help=f"{field.description} (default {field.default:g}s)",
         )  # fmt: skip
     p.add_argument("--expect-regex", help="the streamed text must match this regex")
+    p.add_argument(
+        "--protocol",
+        choices=("legacy", "v2", "auto"),
+        default="legacy",
+        help="legacy POST /runs/stream (default), v2 event streaming, or auto: v2 where offered",
+    )
 
 
 def _target_from_args(args: argparse.Namespace, name: str = "cli") -> Target:
@@ -170,6 +176,7 @@ def _target_from_args(args: argparse.Namespace, name: str = "cli") -> Target:
                 "stream_subgraphs": not args.no_subgraphs,
                 "timeout": timeout,
                 "expect": {"content_regex": args.expect_regex},
+                "protocol": args.protocol,
             }
         )
     except ValidationError as exc:
@@ -301,7 +308,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from exporter.daemon import serve
 
-    code: int = serve(config_path=args.config, listen=args.listen)
+    code: int = serve(
+        config_path=args.config,
+        listen=args.listen,
+        web_config_file=args.web_config_file,
+        enable_lifecycle=args.web_enable_lifecycle,
+    )
     return code
 
 
@@ -368,6 +380,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the exporter daemon")
     p.add_argument("--config", help="targets file (default: $LGSE_CONFIG)")
     p.add_argument("--listen", help="HOST:PORT (default: $LGSE_LISTEN or 0.0.0.0:9465)")
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="exporter-toolkit web-config YAML: TLS, basic auth (default: $LGSE_WEB_CONFIG_FILE)",
+    )
+    p.add_argument(
+        "--web.enable-lifecycle",
+        dest="web_enable_lifecycle",
+        action="store_true",
+        help="serve /probe and POST /-/reload (default: $LGSE_WEB_ENABLE_LIFECYCLE, off)",
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("watch", help="live per-target, per-node view of a running exporter")

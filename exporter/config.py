@@ -136,6 +136,8 @@ def _plain_header_name(name: str) -> str:
 HeaderName = Annotated[str, AfterValidator(check_header_name)]
 PlainHeaderName = Annotated[str, AfterValidator(_plain_header_name)]
 HeaderValue = Annotated[str, AfterValidator(check_header_value)]
+#: The per-run config key that switches a run to v2 envelopes (docs/V2.md §5).
+V2_RUN_MARKER = "__event_streaming_v2"
 
 
 def parse_duration(value: Any) -> float:
@@ -164,7 +166,9 @@ def parse_duration(value: Any) -> float:
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 #: Labels the exporter sets itself; a static label may not shadow them.
-RESERVED_LABELS = frozenset({"target", "assistant", "node", "outcome", "reason", "sink", "le"})
+RESERVED_LABELS = frozenset(
+    {"target", "assistant", "node", "outcome", "reason", "sink", "le", "protocol"}
+)
 #: Labels Prometheus attaches to every scraped series; a static label of that name is renamed
 #: `exported_<name>` at scrape time (honor_labels: false), so it is rejected.
 PROMETHEUS_TARGET_LABELS = frozenset({"instance", "job"})
@@ -206,6 +210,9 @@ class Expect(_Strict):
     min_tokens: int = Field(1, ge=0, description="at least this many tokens in the run")
     nodes: tuple[str, ...] = Field((), description="nodes that must have run (`parent/child`)")
     content_regex: str | None = Field(None, description="regex the streamed text must match")
+    interrupt: bool = Field(
+        False, description="the run is expected to stop at an interrupt: success, `interrupted`"
+    )
 
     @field_validator("content_regex")
     @classmethod
@@ -386,6 +393,16 @@ class Target(_Strict):
     expect: Expect = Field(default_factory=Expect)
     ca_file: str | None = Field(None, description="CA bundle to trust for https")
     insecure_skip_verify: bool = Field(False, description="do not verify the TLS certificate")
+    # NOTE: legacy by default: v2 names no node at the root of a graph (root calls report as
+    # `__root__`, docs/V2.md), so switching a target silently would move its node series.
+    protocol: Literal["legacy", "v2", "auto"] = Field(
+        "legacy",
+        description="legacy POST /runs/stream (default), v2 event streaming (docs/V2.md), or"
+        " auto: v2 where the server offers it, asked once per target URL",
+    )
+    interrupt_before: tuple[str, ...] = Field(
+        (), description="nodes to interrupt before (legacy protocol only; docs/V2.md)"
+    )
     proxy_url: str | None = Field(None, description="http:// forward proxy (CONNECT for https)")
     proxy_from_environment: bool = Field(
         False, description="use HTTPS_PROXY / HTTP_PROXY / ALL_PROXY, honouring NO_PROXY"
@@ -531,6 +548,21 @@ class Target(_Strict):
             if password is None:
                 raise ValueError("proxy_auth.password: the secret source is empty or unreadable")
         return ProxyChoice(parts.hostname, parts.port or 80, username, password)
+
+    @model_validator(mode="after")
+    def _protocol_fits_the_request(self) -> Target:
+        configurable = (self.config or {}).get("configurable")
+        marked = isinstance(configurable, dict) and bool(configurable.get(V2_RUN_MARKER))
+        if marked and self.protocol == "legacy":
+            # NOTE: the marker makes the legacy endpoint answer in v2 envelopes, which the
+            # legacy decoder cannot read (docs/V2.md §5).
+            raise ValueError(
+                f"config.configurable.{V2_RUN_MARKER} asks for v2 event streaming on the legacy"
+                " protocol: use `protocol: v2` (or `auto`) and drop the marker"
+            )
+        if self.interrupt_before and self.protocol == "v2":
+            raise ValueError("interrupt_before is not sent by protocol v2: use `protocol: legacy`")
+        return self
 
     def api_key(self) -> SecretStr | None:
         return _read_secret(self.api_key_env, self.api_key_file)
@@ -770,6 +802,12 @@ class Settings(BaseSettings):
         "v1.41", description="GenAI metric names: v1.41.0, or the newer gen_ai.client.inference.*"
     )
     span_token_events: bool = Field(False, description="one span event per token arrival")
+    web_enable_lifecycle: bool = Field(
+        False, description="serve /probe and POST /-/reload (else 403), like --web.enable-lifecycle"
+    )
+    web_config_file: str | None = Field(
+        None, description="exporter-toolkit web-config YAML: TLS, basic auth (docs/RELIABILITY.md)"
+    )
     orphan_sweep: bool = Field(
         True,
         description="delete probe threads a killed exporter left behind (metadata"

@@ -142,7 +142,10 @@ async def drive(
     on_done: Any = None,
 ) -> LoadRun:
     """Run the bounded load loop; `on_done(result)` is called as each stream finishes."""
-    client = client_for(target, transport=options.transport, max_connections=options.concurrency)
+    # Two connections per v2 stream: the subscription and its `run.start` (docs/V2.md §2).
+    client = client_for(
+        target, transport=options.transport, max_connections=2 * options.concurrency
+    )
     sem = asyncio.Semaphore(options.concurrency)
     records: dict[int, StreamRecord] = {}
     # NOTE: each trace line goes to the file as its stream ends, through a 1 MiB buffer (a

@@ -61,6 +61,17 @@ def _fetch(url: str) -> dict[str, Any]:
     return data
 
 
+def _nodes(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(node, fields) per node execution, in order: a node that ran twice is two rows.
+
+    Exporters up to 0.1.0 sent a dict keyed by node name (one execution per node); both read.
+    """
+    nodes = summary.get("nodes") or []
+    if isinstance(nodes, dict):
+        return list(nodes.items())
+    return [(str(n.get("node")), n) for n in nodes]
+
+
 def _table(last: dict[str, Any], now_s: float) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
     left = ("target", "last probe", "node")
@@ -71,7 +82,7 @@ def _table(last: dict[str, Any], now_s: float) -> Table:
         ok = s["outcome"] == "success"
         outcome = Text("ok", "green") if ok else Text(s.get("reason") or "failure", "red")
         age = f"{now_s - s['finished_at']:.0f} s"
-        nodes = list(s.get("nodes", {}).items()) or [("–", {"ttft_s": None, "itl_p50_s": None})]
+        nodes = _nodes(s) or [("–", {"ttft_s": None, "itl_p50_s": None})]
         for i, (node, n) in enumerate(nodes):
             first = i == 0
             table.add_row(
@@ -149,8 +160,7 @@ def _waterfall_of(url: str, entry: dict[str, Any]) -> Waterfall | None:
 
 def _line(s: dict[str, Any]) -> str:
     nodes = " ".join(
-        f"{node}: ttft {ms(n.get('ttft_s'))} itl {ms(n.get('itl_p50_s'))}"
-        for node, n in s.get("nodes", {}).items()
+        f"{node}: ttft {ms(n.get('ttft_s'))} itl {ms(n.get('itl_p50_s'))}" for node, n in _nodes(s)
     )
     verdict = "ok" if s["outcome"] == "success" else f"FAIL {s.get('reason')}"
     return (

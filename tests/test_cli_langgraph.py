@@ -22,7 +22,7 @@ def cli(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[bytes]
 
 
 def probe_json(url: str, *args: str) -> tuple[int, dict[str, Any]]:
-    proc = cli("probe", "--url", url, "--json", *args)
+    proc = cli("probe", "--url", url, "--json", "--protocol", "legacy", *args)
     lines = proc.stdout.splitlines()
     assert len(lines) == 1, proc.stdout + proc.stderr  # exactly one JSON object
     return proc.returncode, orjson.loads(lines[0])
@@ -191,7 +191,7 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str]) -> None:
 
 def test_readable_report_lists_nodes_in_run_order(langgraph_server: str) -> None:
     """Without --json the report names the outcome, then agent, action, agent in that order."""
-    proc = cli("probe", "--url", langgraph_server, "--assistant", "agent")
+    proc = cli("probe", "--url", langgraph_server, "--assistant", "agent", "--protocol", "legacy")
     out = proc.stdout.decode()
     assert proc.returncode == 0 and "success" in out
     rows = [

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.anyio
 
 async def cli_json(*args: str) -> tuple[int, dict[str, Any]]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", "probe", "--json", *args,
+        sys.executable, "-m", "exporter", "probe", "--json", "--protocol", "legacy", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 60)

@@ -76,7 +76,7 @@ class EventStream:
 def daemon(langgraph_server: str, tmp_path: Path):
     env = {"LGSE_EVENTS_HEARTBEAT_S": "0.2", "LGSE_EVENTS_MAX_SUBSCRIBERS": "3",
            "PICTURES_KEY": SECRET}  # fmt: skip
-    with DaemonProcess(config(langgraph_server), tmp_path, env=env) as d:
+    with DaemonProcess(config(langgraph_server), tmp_path, env=env, lifecycle=True) as d:
         yield d
 
 

@@ -20,7 +20,7 @@ def result(n: int) -> ProbeResult:
 
 
 def bus(**kw: int) -> EventBus:
-    return EventBus(lambda r: r.target.encode(), **kw)
+    return EventBus(lambda r, _trigger: r.target.encode(), **kw)
 
 
 async def test_a_full_subscriber_loses_events_the_others_keep_them() -> None:

@@ -19,7 +19,9 @@ NS = 1_000_000_000
 
 
 def target(url: str) -> Target:
-    return Target.model_validate({"name": "load", "url": url, "assistant_id": "agent"})
+    return Target.model_validate(
+        {"name": "load", "url": url, "assistant_id": "agent", "protocol": "legacy"}
+    )
 
 
 def max_overlap(results: list[StreamRecord]) -> int:
@@ -102,7 +104,7 @@ def test_load_reports_each_parallel_node_gap_under_concurrency(
     proc = subprocess.run(
         [sys.executable, "-m", "exporter", "load", "--url", langgraph_server,
          "--assistant", "parallel", "--concurrency", "10", "--duration", "4",
-         "--trace-out", str(trace), "--json-summary", "--no-progress"],
+         "--trace-out", str(trace), "--json-summary", "--no-progress", "--protocol", "legacy"],
         capture_output=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()

@@ -25,7 +25,7 @@ def test_graph_attributes_stream_flag_and_token_events(
     with OTLPReceiver() as rx:
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": rx.http_endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
                "LGSE_SPAN_TOKEN_EVENTS": str(token_events).lower()}  # fmt: skip
-        with DaemonProcess(config, tmp_path, env=env) as daemon:
+        with DaemonProcess(config, tmp_path, env=env, lifecycle=True) as daemon:
             result = daemon.get("/probe", params={"target": "nested"}).json()
             calls = [c for n in result["nodes"] for c in n["calls"]]
             spans = rx.wait_for_spans(1 + len(result["nodes"]) + len(calls), timeout_s=20)

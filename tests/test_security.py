@@ -98,10 +98,28 @@ def daemon_config(urls: dict[str, str], bearer_file: Path) -> dict[str, Any]:
         # Probes come from /probe only (a scheduled one within the test is unlikely and harmless).
         "defaults": {"interval": "1h", "timeout": {"idle": "2s", "total": "5s"}},
         "targets": [
-            {"name": "healthy", "url": urls["healthy"], "assistant_id": "agent", **secret},
-            {"name": "reflect", "url": urls["reflect"], "assistant_id": "agent", **secret},
-            {"name": "reflect-sse", "url": urls["reflect-sse"], "assistant_id": "agent", **secret},
-            {"name": "huge", "url": urls["huge"], "assistant_id": "agent"},
+            {
+                "name": "healthy",
+                "url": urls["healthy"],
+                "assistant_id": "agent",
+                "protocol": "legacy",
+                **secret,
+            },
+            {
+                "name": "reflect",
+                "url": urls["reflect"],
+                "assistant_id": "agent",
+                "protocol": "legacy",
+                **secret,
+            },
+            {
+                "name": "reflect-sse",
+                "url": urls["reflect-sse"],
+                "assistant_id": "agent",
+                "protocol": "legacy",
+                **secret,
+            },
+            {"name": "huge", "url": urls["huge"], "assistant_id": "agent", "protocol": "legacy"},
         ],
     }
 
@@ -137,7 +155,9 @@ async def _scenario(workdir: Path) -> Observed:
                 "OTEL_BSP_SCHEDULE_DELAY": "100",
             }
             urls = {n: s.url for n, s in servers.items()}
-            daemon = DaemonProcess(daemon_config(urls, bearer_file), workdir, env=env)
+            daemon = DaemonProcess(
+                daemon_config(urls, bearer_file), workdir, env=env, lifecycle=True
+            )
             await asyncio.to_thread(daemon.start)  # blocking polls, off the servers' loop
             try:
                 async with httpx.AsyncClient(base_url=daemon.url, timeout=30) as client:
@@ -351,7 +371,7 @@ def _start_and_stop(tmp_path: Path, mode: int) -> str:
     config = {
         "targets": [
             # Port 9 on loopback: nothing listens; an (unlikely) scheduled probe fails to connect.
-            {"name": "t", "url": "http://127.0.0.1:9", "assistant_id": "agent",
+            {"name": "t", "url": "http://127.0.0.1:9", "assistant_id": "agent", "protocol": "legacy",
              "interval": "1h", "api_key_file": str(secret)},
         ]
     }  # fmt: skip

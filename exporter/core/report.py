@@ -28,6 +28,7 @@ def render_report(result: ProbeResult) -> Group:
         head.append(f"\n  {f.message}", style="red")
     head.append(
         f"\n  {result.url}  assistant={result.assistant_id}  mode={result.mode}"
+        f"  protocol={result.protocol}"
         f"\n  run {result.run_id or '–'}  trace {result.trace_id or '–'}",
         style="dim",
     )
@@ -49,16 +50,30 @@ def render_report(result: ProbeResult) -> Group:
     table = Table(title=None, show_edge=False, pad_edge=False, box=None, header_style="bold")
     for col in cols:
         table.add_column(col, justify="left" if col in ("node", "model") else "right")
+    v2 = result.protocol == "v2"
+    if v2:  # server time beside client time (docs/V2.md §4)
+        for col in ("server TTFT", "server ITL p50", "jitter max"):
+            table.add_column(col, justify="right")
     for node in result.nodes:
         calls = [c for c in node.calls if c.token_ns]
         if not calls:
             empty = ["–"] * (len(cols) - 4)
-            table.add_row(node.node, *empty, "0", "–", ms(node.duration_s))
+            table.add_row(
+                node.node, *empty, "0", "–", ms(node.duration_s), *(["–"] * 3 if v2 else [])
+            )
             continue
         for i, call in enumerate(calls):
             gaps = list(call.itl_s)
             ttft = node.ttft_s if i == 0 else call.ttft_s
-            tokens = str(call.tokens)
+            v2_cells: list[str] = []
+            if v2:
+                jitter = [abs(j) for j in call.jitter_s]
+                v2_cells = [
+                    ms(node.server_ttft_s if i == 0 else call.server_ttft_s),
+                    ms(quantile(list(call.server_itl_s), 0.5)),
+                    ms(max(jitter) if jitter else None),
+                ]
+            tokens = str(call.tokens) + ("?" if call.ambiguous else "")
             if call.reasoning_tokens:
                 tokens += f" ({call.reasoning_tokens}r)"
             row = [
@@ -72,11 +87,23 @@ def render_report(result: ProbeResult) -> Group:
                 tokens,
                 ms(call.tpot_s),
                 ms(node.duration_s) if i == 0 else "",
+                *v2_cells,
             ]
             table.add_row(*row)
     parts: list[Text | Table] = [head, phases, Text(""), table]
-    if any(n.basis != "tasks" for n in result.nodes if n.calls):
+    if v2:
+        parts.append(
+            Text(
+                "  * v2: TTFT counted from the superstep's (root) or subgraph's start on the"
+                " server's clock, moved onto ours at the run's smallest delivery lag"
+            )
+        )
+    elif any(n.basis != "tasks" for n in result.nodes if n.calls):
         parts.append(Text("  * no `tasks` start seen: TTFT counted from the previous boundary"))
+    if result.run_status is not None:
+        parts.append(Text(f"  run ended: {result.run_status}"))
+    for note in result.notes:
+        parts.append(Text(f"  ? {note}", style="yellow"))
     if reasoning:
         parts.append(Text("  (Nr): N of the tokens were reasoning; answer = first answer token"))
     if result.stream_mode_fallback:

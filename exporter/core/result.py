@@ -12,9 +12,17 @@ from typing import Any
 
 from exporter.core.errors import FailureKind
 
-__all__ = ["CallTiming", "EventLog", "Failure", "NodeExecution", "ProbeResult"]
+__all__ = ["CallTiming", "Delivery", "EventLog", "Failure", "NodeExecution", "ProbeResult"]
 
 _NS = 1e9
+
+
+def _elapsed_s(start_ns: int | None, end_ns: int | None) -> float | None:
+    """Seconds from `start_ns` to `end_ns`; None when either was not measured."""
+    if start_ns is None or end_ns is None:
+        return None
+    return (end_ns - start_ns) / _NS
+
 
 #: The buffered verdict (`ProbeResult.buffering`): a gap this short is not a model's.
 BUFFERED_GAP_S = 0.001
@@ -62,6 +70,13 @@ class CallTiming:
     completed: bool  # saw `chunk_position: "last"`: the call finished streaming (docs/WIRE.md §5)
     reasoning: bytes = b""
     usage_reasoning_tokens: int | None = None  # `output_token_details.reasoning`, summed
+    # Protocol v2 only (docs/V2.md §4): the server's emit time of each token (ms, its clock),
+    # and of the boundary its TTFT counts from.
+    server_ts_ms: tuple[float, ...] = ()
+    server_basis_ms: float | None = None
+    #: v2: tokens of calls that streamed at once in one namespace, which v2 cannot tell apart
+    #: (docs/V2.md §3). Counted, never used for ITL or TPOT.
+    ambiguous: bool = False
 
     @property
     def tokens(self) -> int:
@@ -84,21 +99,18 @@ class CallTiming:
     def ttft_s(self) -> float | None:
         """First output of any kind, reasoning included, minus `basis_ns` (OTel's time to first
         chunk)."""
-        if not self.token_ns or self.basis_ns is None:
-            return None
-        return (self.token_ns[0] - self.basis_ns) / _NS
+        return _elapsed_s(self.basis_ns, self.token_ns[0] if self.token_ns else None)
 
     @property
     def answer_ttft_s(self) -> float | None:
         """Time to first answer token: first non-reasoning token minus `basis_ns`."""
-        first = self.first_answer_ns
-        if first is None or self.basis_ns is None:
-            return None
-        return (first - self.basis_ns) / _NS
+        return _elapsed_s(self.basis_ns, self.first_answer_ns)
 
     @property
     def itl_s(self) -> tuple[float, ...]:
         """Every gap between consecutive tokens of this call, reasoning included."""
+        if self.ambiguous:
+            return ()
         t = self.token_ns
         return tuple((t[i] - t[i - 1]) / _NS for i in range(1, len(t)))
 
@@ -130,11 +142,38 @@ class CallTiming:
 
         N is `tpot_basis()`; None below 2 tokens.
         """
+        if self.ambiguous:
+            return None
         n, _ = self.tpot_basis()
         switches, pause_ns = self._switches()
         if n - switches < 2 or len(self.token_ns) < 2:
             return None
         return (self.token_ns[-1] - self.token_ns[0] - pause_ns) / _NS / (n - 1 - switches)
+
+    @property
+    def server_itl_s(self) -> tuple[float, ...]:
+        """v2: the gaps between this call's tokens on the server's clock (1 ms resolution)."""
+        t = self.server_ts_ms
+        if self.ambiguous or len(t) != len(self.token_ns):
+            return ()
+        return tuple((t[i] - t[i - 1]) / 1000 for i in range(1, len(t)))
+
+    @property
+    def server_ttft_s(self) -> float | None:
+        if not self.server_ts_ms or self.server_basis_ms is None:
+            return None
+        return (self.server_ts_ms[0] - self.server_basis_ms) / 1000
+
+    @property
+    def jitter_s(self) -> tuple[float, ...]:
+        """v2 delivery jitter: each received gap minus the same gap on the server's clock.
+
+        Valid for interleaved (`ambiguous`) tokens too: it is about delivery, not the model.
+        """
+        t, s = self.token_ns, self.server_ts_ms
+        if len(s) != len(t):
+            return ()
+        return tuple((t[i] - t[i - 1]) / _NS - (s[i] - s[i - 1]) / 1000 for i in range(1, len(t)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +192,7 @@ class NodeExecution:
     calls: tuple[CallTiming, ...]
     basis: str
     basis_ns: int | None
+    server_basis_ms: float | None = None  # v2: the basis on the server's clock (docs/V2.md §4)
 
     @property
     def tokens(self) -> int:
@@ -166,10 +206,7 @@ class NodeExecution:
     @property
     def ttft_s(self) -> float | None:
         """First token of any kind (reasoning included) minus the node's start."""
-        first = self.first_token_ns
-        if first is None or self.basis_ns is None:
-            return None
-        return (first - self.basis_ns) / _NS
+        return _elapsed_s(self.basis_ns, self.first_token_ns)
 
     @property
     def first_answer_ns(self) -> int | None:
@@ -179,10 +216,7 @@ class NodeExecution:
     @property
     def answer_ttft_s(self) -> float | None:
         """First answer (non-reasoning) token minus the node's start."""
-        first = self.first_answer_ns
-        if first is None or self.basis_ns is None:
-            return None
-        return (first - self.basis_ns) / _NS
+        return _elapsed_s(self.basis_ns, self.first_answer_ns)
 
     @property
     def reasoning_tokens(self) -> int:
@@ -197,6 +231,14 @@ class NodeExecution:
     def itl_s(self) -> list[float]:
         """Every inter-token gap of this execution, call by call (never across calls)."""
         return [gap for c in self.calls for gap in c.itl_s]
+
+    @property
+    def server_ttft_s(self) -> float | None:
+        """v2: node TTFT on the server's clock (first token's emit time minus the basis's)."""
+        firsts = [c.server_ts_ms[0] for c in self.calls if c.server_ts_ms and not c.ambiguous]
+        if not firsts or self.server_basis_ms is None:
+            return None
+        return (min(firsts) - self.server_basis_ms) / 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +256,35 @@ class EventLog:
             "name": list(self.name),
             "node": list(self.node),
             "dropped": self.dropped,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """v2: server time beside client time for one run (docs/V2.md §4). Seconds.
+
+    `event_lag_s` is, per event in arrival order, (arrival on our wall clock - the server's
+    `params.timestamp`) minus the smallest such lag of the run: how much later than the
+    least-delayed event it arrived. No clock sync is needed, the offset cancels out.
+    `verdict` is "steady", "polled" (server gaps steady, received ones not: something on the
+    way delivers in batches) or "unknown" (too few gaps).
+    """
+
+    event_lag_s: tuple[float, ...] = ()
+    jitter_s: tuple[float, ...] = ()
+    server_gap_s: tuple[float, ...] = ()
+    verdict: str = "unknown"
+
+    def to_dict(self) -> dict[str, Any]:
+        lags = sorted(self.event_lag_s)
+        jit = sorted(abs(j) for j in self.jitter_s)
+        return {
+            "verdict": self.verdict,
+            "event_lag_s": list(self.event_lag_s),
+            "event_lag_max_s": lags[-1] if lags else None,
+            "jitter_s": list(self.jitter_s),
+            "jitter_abs_max_s": jit[-1] if jit else None,
+            "jitter_abs_mean_s": sum(jit) / len(jit) if jit else None,
         }
 
 
@@ -257,6 +328,13 @@ class ProbeResult:
     tokens_dropped: int = 0  # tokens past the stamping cap: counted, not stamped
     content_encoding: str | None = None  # a proxy compressed the stream anyway
     tls_cert_not_after_s: float | None = None  # Unix time the server's certificate expires
+    protocol: str = "legacy"  # "legacy" (POST /runs/stream) or "v2" (docs/V2.md)
+    #: Why the run ended, from the server (docs/V2.md §6): success, error, timeout,
+    #: interrupted, cancelled; None when not asked or not known.
+    run_status: str | None = None
+    interrupted: bool = False  # the run stopped at an interrupt (a success when expected)
+    delivery: Delivery | None = None  # v2 only
+    notes: tuple[str, ...] = ()  # what the protocol could not tell (e.g. interleaved calls)
 
     @property
     def success(self) -> bool:
@@ -268,7 +346,8 @@ class ProbeResult:
 
     @property
     def tokens(self) -> int:
-        return sum(n.tokens for n in self.nodes)
+        """Every token received, stamped or past the cap (agrees with `Timeline.tokens`)."""
+        return sum(n.tokens for n in self.nodes) + self.tokens_dropped
 
     def since_request_s(self, ns: int | None) -> float | None:
         return None if ns is None else (ns - self.t_request_ns) / _NS
@@ -335,6 +414,13 @@ class ProbeResult:
         burst = self.max_tokens_per_read
         if burst >= BUFFERED_MIN_BURST and burst * 2 >= self.tokens:
             return True, f"{burst} of {self.tokens} tokens arrived in one read"
+        if self.delivery is not None and self.delivery.verdict == "buffered":
+            # v2: the server's own emit times show the model was steady (docs/V2.md §4).
+            jitter = max((abs(j) for j in self.delivery.jitter_s), default=0.0)
+            return True, (
+                "the server's token gaps are steady, the received ones are not"
+                f" (|jitter| up to {jitter * 1000:.1f} ms): delivery is batched or polled"
+            )
         return False, ""
 
     @property
@@ -399,6 +485,7 @@ class ProbeResult:
                     "reasoning_tokens": n.reasoning_tokens,
                     "duration_s": n.duration_s,
                     "error_type": n.error_type,
+                    "server_ttft_s": n.server_ttft_s,
                     "calls": [
                         {
                             "msg_id": c.msg_id,
@@ -417,6 +504,10 @@ class ProbeResult:
                             "tpot_tokens": c.tpot_basis()[0],
                             "tpot_count": c.tpot_basis()[1],
                             "completed": c.completed,
+                            "server_ttft_s": c.server_ttft_s,
+                            "server_itl_s": list(c.server_itl_s),
+                            "jitter_s": list(c.jitter_s),
+                            "ambiguous": c.ambiguous,
                         }
                         for c in n.calls
                         if c.token_ns
@@ -426,4 +517,9 @@ class ProbeResult:
             ],
             "events": self.events.to_dict(),
             "tls_cert_not_after_s": self.tls_cert_not_after_s,
+            "protocol": self.protocol,
+            "run_status": self.run_status,
+            "interrupted": self.interrupted,
+            "delivery": None if self.delivery is None else self.delivery.to_dict(),
+            "notes": list(self.notes),
         }

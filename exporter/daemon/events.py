@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.core.result import ProbeResult
+from exporter.sinks import Trigger
 
 __all__ = ["EventBus", "Subscriber", "serve_events"]
 
@@ -56,7 +57,7 @@ class EventBus:
 
     def __init__(
         self,
-        render: Callable[[ProbeResult], bytes],
+        render: Callable[[ProbeResult, Trigger], bytes],
         *,
         buffer_size: int = 256,
         max_subscribers: int = 16,
@@ -85,9 +86,9 @@ class EventBus:
     def last_id(self) -> int:
         return self._next_id - 1
 
-    def record(self, result: ProbeResult) -> None:
-        """Publish one result; O(subscribers), never awaits."""
-        data = self._render(result).replace(b"\n", b" ").strip()
+    def record(self, result: ProbeResult, trigger: Trigger = "scheduled") -> None:
+        """Publish one result (scheduled or on demand); O(subscribers), never awaits."""
+        data = self._render(result, trigger).replace(b"\n", b" ").strip()
         event = (self._next_id, data)
         self._next_id += 1
         self.published += 1
@@ -137,17 +138,11 @@ class EventBus:
         """Nothing to flush: open streams end when the HTTP server stops."""
 
 
-def _last_event_id(scope: dict[str, Any]) -> str | None:
-    for name, value in scope.get("headers", []):
-        if name == b"last-event-id":
-            text: str = value.decode("latin-1")
-            return text
-    return None
-
-
-async def serve_events(bus: EventBus, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+async def serve_events(
+    bus: EventBus, last_event_id: str | None, receive: Receive, send: Send
+) -> None:
     """The ASGI response for `GET /-/events` (503 when the subscriber limit is reached)."""
-    sub = bus.subscribe(_last_event_id(scope))
+    sub = bus.subscribe(last_event_id)
     if sub is None:
         body = b"too many event subscribers; retry later\n"
         await send(

@@ -28,7 +28,7 @@ import socket
 import stat
 import sys
 import threading
-from collections.abc import Callable, Generator, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,9 @@ from exporter.config import (
 from exporter.core.errors import ConfigError
 from exporter.core.result import ProbeResult
 from exporter.daemon.events import EventBus
-from exporter.daemon.scheduler import Scheduler
-from exporter.daemon.web import Handlers, make_app
+from exporter.daemon.scheduler import OnDemandBusy, Scheduler
+from exporter.daemon.web import Handlers, ProbeBusy, make_app
+from exporter.daemon.webconfig import BasicAuth, WebConfig, load_web_config
 from exporter.http.client import client_for
 from exporter.probe import TraceParent, probe
 from exporter.probe.request import request_headers
@@ -236,8 +237,10 @@ class Daemon:
         config_path: str,
         config: Config,
         log_stream: SafeStderr | None = None,
+        web_config: WebConfig | None = None,
     ) -> None:
         self.settings = settings
+        self.web_config = web_config
         self.config_path = config_path
         self.config = config
         self.masker = Masker()
@@ -248,7 +251,7 @@ class Daemon:
             log_stream.on_failure = lambda: self.prometheus.count_sink_error("log")
         # `/-/events` entries: the `/-/probes` shape, masked when published (daemon/events.py)
         self.events = EventBus(
-            lambda r: self.masker.bytes(orjson.dumps(entry(r))),
+            lambda r, trigger: self.masker.bytes(orjson.dumps(entry(r, trigger))),
             buffer_size=settings.events_buffer_size,
             max_subscribers=settings.events_max_subscribers,
             queue_size=settings.events_queue_size,
@@ -264,23 +267,31 @@ class Daemon:
                 token_events=settings.span_token_events,
             )
             sinks.append(self.otlp)
-        self.otlp_metrics: Sink | None = None
         if settings.otlp_metrics:
             from exporter.sinks.otlp_metrics import OTLPMetricsSink
 
-            self.otlp_metrics = OTLPMetricsSink(semconv=settings.semconv)
-            sinks.append(self.otlp_metrics)
+            sinks.append(OTLPMetricsSink(semconv=settings.semconv))
         self.sinks = SinkSet(sinks, on_error=self._sink_error)
-        # Blackbox-style `/probe?format=prometheus`: every sink but the SLO series (OTLP too).
-        self.sinks_but_metrics = SinkSet(
-            [s for s in sinks if s is not self.prometheus and s is not self.otlp_metrics],
-            on_error=self._sink_error,
-        )
+        self.prometheus.declare_sinks(self.sinks.names)
         self.scheduler: Scheduler | None = None
         self._ready = False
         self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._signals = 0
+        #: Tasks nothing else awaits (a SIGHUP reload): the loop keeps only weak references to
+        #: tasks, so one not referenced here could be garbage-collected mid-reload.
+        self.background: set[asyncio.Task[Any]] = set()
+
+    def _background(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+    def on_sighup(self) -> asyncio.Task[Any]:
+        """SIGHUP: reload in a task the daemon holds until it ends."""
+        return self._background(self.reload(), "reload:SIGHUP")
 
     def _sink_error(self, sink: str, exc: Exception) -> None:
         self.prometheus.count_sink_error(sink)
@@ -318,7 +329,10 @@ class Daemon:
         if target is None:
             return None
         lines: list[str] = []
-        result = await self.scheduler.run_now(name, lines)
+        try:
+            result = await self.scheduler.run_now(name, lines)
+        except OnDemandBusy as busy:
+            raise ProbeBusy(busy.retry_after_s) from busy
         if result is None:
             return None
         out = result.to_dict()
@@ -331,8 +345,23 @@ class Daemon:
         assert self.scheduler is not None
         if self.config.target(name) is None:
             return None
-        result = await self.scheduler.run_now(name, sinks=self.sinks_but_metrics)
+        try:
+            # Every sink, as an on-demand result: Prometheus counts it in on_demand_runs_total
+            # only, so it stays out of the SLO series (docs/RELIABILITY.md).
+            result = await self.scheduler.run_now(name)
+        except OnDemandBusy as busy:
+            raise ProbeBusy(busy.retry_after_s) from busy
         return None if result is None else probe_exposition(result)
+
+    async def _run_probe_result(self, name: str) -> ProbeResult | None:
+        """`/probe?format=svg`: an on-demand probe, as the result itself."""
+        assert self.scheduler is not None
+        if self.config.target(name) is None:
+            return None
+        try:
+            return await self.scheduler.run_now(name)
+        except OnDemandBusy as busy:
+            raise ProbeBusy(busy.retry_after_s) from busy
 
     def _probe_detail(self, probe_id: str) -> dict[str, Any] | None:
         result = self.history.find(probe_id)
@@ -344,8 +373,8 @@ class Daemon:
         assert self.scheduler is not None
         snap: dict[str, Any] = self.history.snapshot()
         last: dict[str, Any] = {}
-        for result in self.history.recent:
-            last[result.target] = summary(result)
+        for result, trigger in self.history.recent:
+            last[result.target] = summary(result, trigger)
         snap["last"] = last
         snap["events"] = {
             "subscribers": self.events.subscribers,
@@ -424,16 +453,18 @@ class Daemon:
             probes=self._probes,
             target_names=lambda: [t.name for t in self.config.targets],
             mask=self.masker.bytes,
-            run_probe_result=lambda name: scheduler.run_now(name),
+            run_probe_metrics=self._run_probe_metrics,
+            probe_detail=self._probe_detail,
+            run_probe_result=self._run_probe_result,
             find_result=self.history.find,
             latest_result=self.history.latest,
             events=self.events,
-            run_probe_metrics=self._run_probe_metrics,
-            probe_detail=self._probe_detail,
         )
+        web_config = self.web_config
+        auth = BasicAuth(web_config.users) if web_config and web_config.users else None
         server = _Server(
             uvicorn.Config(
-                make_app(handlers),
+                make_app(handlers, enable_lifecycle=self.settings.web_enable_lifecycle, auth=auth),
                 lifespan="off",
                 access_log=False,
                 log_level="warning",
@@ -441,11 +472,12 @@ class Daemon:
                 # logger, whose handler writes through SafeStderr like every other log line.
                 log_config=None,
                 server_header=False,
+                **(web_config.uvicorn_ssl() if web_config else {}),
             )
         )
         for sig in HANDLED_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self.on_sighup)
         warn_on_open_secret_files(self.config.targets)
         warn_on_missing_secrets(self.config.targets)
         self.prometheus.set_reload(True)
@@ -463,13 +495,19 @@ class Daemon:
         self._ready = True
         freeze_startup_objects()
         share_gil_finely()
+        scheme = "https" if web_config and web_config.tls else "http"
         log.info(
             "exporter_started",
-            listen=f"http://{host}:{port}",
-            metrics=f"http://{host}:{port}/metrics",
+            listen=f"{scheme}://{host}:{port}",
+            metrics=f"{scheme}://{host}:{port}/metrics",
             targets=[t.name for t in self.config.targets],
             otlp=self.otlp is not None,
+            lifecycle_apis=self.settings.web_enable_lifecycle,
+            basic_auth=auth is not None,
+            web_config=web_config.path if web_config else None,
         )
+        if auth is not None and scheme == "http":
+            log.warning("basic_auth_without_tls", detail="passwords cross the network in clear")
         sweeper = (
             asyncio.create_task(self._sweep_forever(), name="orphan-sweep")
             if self.settings.orphan_sweep
@@ -514,14 +552,26 @@ def bind(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=2048)
 
 
-def serve(*, config_path: str | None, listen: str | None) -> int:
-    """Entry point of `langgraph-stream-exporter run`; returns the exit status."""
+def serve(
+    *,
+    config_path: str | None,
+    listen: str | None,
+    web_config_file: str | None = None,
+    enable_lifecycle: bool = False,
+) -> int:
+    """Entry point of `langgraph-stream-exporter run`; returns the exit status.
+
+    `web_config_file` and `enable_lifecycle` (the flags) win over `LGSE_WEB_CONFIG_FILE` and
+    `LGSE_WEB_ENABLE_LIFECYCLE`. An invalid targets or web-config file exits 1.
+    """
     try:
         settings = load_settings()
     except SettingsError as exc:
         for problem in exc.problems:
             sys.stderr.write(f"langgraph-stream-exporter: error: {problem}\n")
         return 2
+    if enable_lifecycle:
+        settings = settings.model_copy(update={"web_enable_lifecycle": True})
     masker = Masker()
     stream = SafeStderr()
     configure_logging(settings, masker, stream)
@@ -533,8 +583,10 @@ def serve(*, config_path: str | None, listen: str | None) -> int:
     except ValueError as exc:
         sys.stderr.write(f"langgraph-stream-exporter: error: {exc}\n")
         return 2
+    web_path = web_config_file or settings.web_config_file
     try:
         config = load_config(path)
+        web_config = load_web_config(web_path) if web_path else None
     except ConfigError as exc:
         for problem in exc.problems:
             sys.stderr.write(f"{exc.path}: {problem}\n")
@@ -551,7 +603,7 @@ def serve(*, config_path: str | None, listen: str | None) -> int:
         return 1
 
     async def main() -> int:
-        daemon = Daemon(settings, path, config, log_stream=stream)
+        daemon = Daemon(settings, path, config, log_stream=stream, web_config=web_config)
         daemon.masker = masker
         masker.update(config.targets)
         return await daemon.run(sock)

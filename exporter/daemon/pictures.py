@@ -13,8 +13,7 @@ already (exporter/core/waterfall_svg.py), this only keeps it so if that ever bro
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable, Mapping
 
 import orjson
 
@@ -23,15 +22,15 @@ from exporter.core.waterfall import layout
 from exporter.core.waterfall_svg import render_svg
 from exporter.sinks.log import summary
 
-__all__ = ["SVG_HEADERS", "serve_picture", "svg_bytes"]
-
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+__all__ = ["SVG", "SVG_HEADERS", "picture", "svg_bytes"]
 
 _ID = re.compile(r"^/-/probes/(?P<id>[0-9a-f]{32})\.(?P<ext>svg|json)$")
-SVG_HEADERS = [
-    (b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'"),
-    (b"x-content-type-options", b"nosniff"),
-]
+SVG = "image/svg+xml"
+TEXT = "text/plain; charset=utf-8"
+SVG_HEADERS = (
+    ("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'"),
+    ("x-content-type-options", "nosniff"),
+)
 
 
 def svg_bytes(result: ProbeResult) -> bytes:
@@ -39,55 +38,33 @@ def svg_bytes(result: ProbeResult) -> bytes:
     return render_svg(layout(result)).encode()
 
 
-async def _respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: str = "text/plain; charset=utf-8",
-    extra: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-                *(extra or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+Answer = tuple[int, bytes, str, tuple[tuple[str, str], ...]]
 
 
-async def serve_picture(
+def picture(
     path: str,
-    query: dict[str, list[str]],
-    send: Send,
+    query: Mapping[str, list[str]],
     *,
     find: Callable[[str], ProbeResult | None],
     latest: Callable[[str], ProbeResult | None],
     mask: Callable[[bytes], bytes],
-) -> None:
-    """Answer one `/-/probes/...` request (404 for an unknown id or path)."""
+) -> Answer | None:
+    """(status, body, content type, headers) for a `/-/probes/...` picture path; None for a
+    path that is not one (`/-/probes/<id>` without a suffix is the web layer's)."""
     if path == "/-/probes/latest.svg":
         names = query.get("target", [])
         result = latest(names[0]) if len(names) == 1 else None
         if result is None or not result.trace_id:
-            await _respond(send, 404, b"no kept result for that ?target=NAME\n")
-            return
-        location = f"/-/probes/{result.trace_id}.svg".encode()
-        await _respond(send, 302, b"", extra=[(b"location", location)])
-        return
+            return 404, b"no kept result for that ?target=NAME\n", TEXT, ()
+        return 302, b"", TEXT, (("location", f"/-/probes/{result.trace_id}.svg"),)
+    if not path.endswith((".svg", ".json")):
+        return None
     match = _ID.match(path)
     result = find(match["id"]) if match else None
     if match is None or result is None:
-        await _respond(send, 404, b"no kept result with that id\n")
-        return
+        return 404, b"no kept result with that id (only recent ones are kept)\n", TEXT, ()
     if match["ext"] == "svg":
-        await _respond(send, 200, mask(svg_bytes(result)), "image/svg+xml", SVG_HEADERS)
-        return
+        return 200, mask(svg_bytes(result)), SVG, SVG_HEADERS
     body = {"summary": summary(result), "result": result.to_dict(),
             "waterfall": layout(result).to_dict()}  # fmt: skip
-    await _respond(send, 200, mask(orjson.dumps(body)), "application/json")
+    return 200, mask(orjson.dumps(body)), "application/json", ()

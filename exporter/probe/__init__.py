@@ -4,8 +4,9 @@
 removes the thread around a thread-mode run.
 """
 
+from exporter.probe.protocol import forget_protocols, probe
 from exporter.probe.request import PROBE_MARKER, TraceParent, request_body
-from exporter.probe.run import failed_result, probe
+from exporter.probe.run import failed_result
 from exporter.probe.threads import CLEANUP_TIMEOUT_S
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "PROBE_MARKER",
     "TraceParent",
     "failed_result",
+    "forget_protocols",
     "probe",
     "request_body",
 ]

@@ -11,7 +11,14 @@ from typing import Any
 
 from exporter.config import SecretMask, Target
 
-__all__ = ["PROBE_MARKER", "STREAM_MODE", "TraceParent", "request_body", "request_headers"]
+__all__ = [
+    "PROBE_MARKER",
+    "STREAM_MODE",
+    "TraceParent",
+    "request_body",
+    "request_headers",
+    "run_start_command",
+]
 
 PROBE_MARKER = "langgraph-stream-exporter"
 STREAM_MODE = ("messages-tuple", "tasks")  # tasks: node start and end (docs/WIRE.md §5)
@@ -56,7 +63,22 @@ def request_body(target: Target, stream_mode: tuple[str, ...] = STREAM_MODE) -> 
         body["config"] = target.config
     if target.context is not None:
         body["context"] = target.context
+    if target.interrupt_before:
+        body["interrupt_before"] = list(target.interrupt_before)
     return body
+
+
+def run_start_command(target: Target, command_id: int = 1) -> dict[str, Any]:
+    """The v2 `run.start` command (docs/V2.md §2). The server fixes the stream modes, subgraph
+    streaming and resumability itself, and ignores `context` and `interrupt_before`."""
+    params: dict[str, Any] = {
+        "assistant_id": target.assistant_id,
+        "input": target.input,
+        "metadata": probe_metadata(target),
+    }
+    if target.config is not None:
+        params["config"] = target.config
+    return {"id": command_id, "method": "run.start", "params": params}
 
 
 def request_headers(target: Target, trace: TraceParent) -> dict[str, str]:

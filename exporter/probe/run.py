@@ -17,6 +17,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 import orjson
@@ -49,7 +50,7 @@ from exporter.probe.request import (
     sent_secrets,
 )
 
-__all__ = ["failed_result", "probe"]
+__all__ = ["explain_ending", "failed_result", "probe"]
 
 _NS = 1_000_000_000
 
@@ -179,6 +180,7 @@ class _Probe:
         self.clean_eof = False
         self.t_end_ns: int | None = None
         self.log: list[str] = []
+        self.run_ending: str | None = None  # why the run ended, from the server (threads.py)
 
     def say(self, line: str) -> None:
         """A line for `/probe?debug=true` and the caller's log, secrets masked."""
@@ -230,6 +232,7 @@ class _Probe:
             failure = tl.verdict(_expectations(self.target))
             if failure is not None:  # e.g. an `event: error` message quoting the request
                 failure = dataclasses.replace(failure, message=self.mask(failure.message))
+        failure = explain_ending(failure, self.run_ending, self.target.expect.interrupt)
         ph = self.phases
         return ProbeResult(
             **_identity(self.target, self.trace),  # type: ignore[arg-type]
@@ -250,6 +253,8 @@ class _Probe:
             max_tokens_per_read=tl.max_tokens_per_read,
             text=tl.text,
             log=tuple(self.log),
+            run_status=self.run_ending,
+            interrupted=self.run_ending == "interrupted",
             t_start_ns=self.t_start_ns,
             t_dns_ns=ph.dns,
             t_connect_ns=ph.connect,
@@ -424,6 +429,20 @@ class _Probe:
         stateless runs (docs/WIRE.md §8).
         """
         finished = self.clean_eof and self.timeline.unfinished() is None
+        run_id = self.timeline.run_id or self.location_run_id
+        if (
+            self.target.mode == "thread"
+            and self.thread_id is not None
+            and run_id is not None
+            # The server ended the stream early (not our deadline: that run is still running).
+            and ((self.clean_eof and not finished) or self.target.expect.interrupt)
+        ):
+            # Before any cancel of ours: the legacy stream just ends on a job timeout or an
+            # interrupt, only the stored status says why (docs/V2.md §6).
+            self.run_ending = await threads.run_ending(
+                self.client, self.target, self.headers, self.thread_id, run_id
+            )
+            self.say(f"run {run_id} ended: {self.run_ending or 'unknown'}")
         await threads.clean_up(
             self.client,
             self.target,
@@ -434,6 +453,38 @@ class _Probe:
             delete=self.target.mode == "thread",
             say=self.say,
         )
+
+
+#: Why a run ended (threads.RUN_ENDINGS) -> what the failure message says.
+_ENDING_TEXT = {
+    "timeout": "the server stopped the run at its job timeout (run status `timeout`)",
+    "error": "the run failed on the server (run status `error`)",
+    "cancelled": "the run was cancelled (run status `interrupted`)",
+    "interrupted": "the run stopped at an interrupt (thread status `interrupted`)",
+}
+
+
+def explain_ending(
+    failure: Failure | None, ending: str | None, interrupt_expected: bool
+) -> Failure | None:
+    """The verdict once the server said why the run ended (`ending`, None: not asked).
+
+    An expected interrupt is a success; an ending other than success turns a stream that
+    just stopped (`incomplete`) into a failure that names it; an expected interrupt that did
+    not happen is an `expectation` failure.
+    """
+    if ending == "interrupted" and interrupt_expected:
+        if failure is None or failure.kind == FailureKind.INCOMPLETE:
+            return None
+        return failure
+    if failure is not None and failure.kind == FailureKind.INCOMPLETE and ending in _ENDING_TEXT:
+        return dataclasses.replace(failure, message=f"{_ENDING_TEXT[ending]}: {failure.message}")
+    if failure is None and interrupt_expected:
+        return Failure(
+            FailureKind.EXPECTATION,
+            f"expected the run to stop at an interrupt, it ended: {ending or 'unknown'}",
+        )
+    return failure
 
 
 class _StreamModeRejected(Exception):
@@ -472,6 +523,15 @@ def _expectations(target: Target) -> Expectations:
     return Expectations(e.min_tokens, tuple(e.nodes), e.content_regex)
 
 
+class _Progress(Protocol):
+    """What the watchdog reads of a timeline (legacy `Timeline` or `V2Timeline`)."""
+
+    @property
+    def t_first_event_ns(self) -> int | None: ...
+    @property
+    def t_first_token_ns(self) -> int | None: ...
+
+
 class _Watchdog:
     """Expires the stream's timer once the nearest deadline has really passed.
 
@@ -484,7 +544,7 @@ class _Watchdog:
         self,
         timer: asyncio.Timeout,
         deadlines: Deadlines,
-        timeline: Timeline,
+        timeline: _Progress,
         last_ns: int,
     ) -> None:
         self._loop = asyncio.get_running_loop()

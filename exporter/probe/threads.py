@@ -22,10 +22,12 @@ from exporter.probe.request import PROBE_MARKER, probe_metadata
 
 __all__ = [
     "CLEANUP_TIMEOUT_S",
+    "RUN_ENDINGS",
     "Sweep",
     "cancel_run",
     "create_thread",
     "delete_thread",
+    "run_ending",
     "sweep_orphaned_threads",
 ]
 
@@ -93,6 +95,70 @@ async def cancel_run(
         headers=headers,
     )
     return r.status_code
+
+
+#: A run's stored status -> why it ended, as a probe reports it (docs/V2.md §6). A run the
+#: server's job timeout stopped is `timeout`; a cancelled one is `interrupted` in the store.
+RUN_ENDINGS = {
+    "success": "success",
+    "error": "error",
+    "timeout": "timeout",
+    "interrupted": "cancelled",
+}
+#: After a stream ends the worker may not have stored the run's final status yet.
+STATUS_SETTLE_S = 1.0
+_STATUS_POLL_S = 0.05
+
+
+async def run_ending(
+    client: httpx.AsyncClient,
+    target: Target,
+    headers: dict[str, str],
+    thread_id: str,
+    run_id: str,
+    *,
+    settle_s: float = STATUS_SETTLE_S,
+) -> str | None:
+    """Why a run ended: `success`, `error`, `timeout`, `cancelled` or `interrupted`, from
+    `GET /threads/<tid>/runs/<rid>` (and the thread's status, which alone shows a graph
+    interrupt: the run itself is stored as a success, docs/V2.md §6). `pending`/`running` when
+    the run has not ended within `settle_s`; None when the server would not say.
+
+    Never raises for the server's faults: this only explains a result, it never changes the
+    probe's measurements.
+    """
+    tid, rid = quote(thread_id, safe=""), quote(run_id, safe="")
+    errors: tuple[type[Exception], ...] = (TimeoutError, *transport_errors())
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + settle_s
+    try:
+        async with asyncio.timeout(settle_s + CLEANUP_TIMEOUT_S):
+            while True:
+                r = await client.get(f"{target.url}/threads/{tid}/runs/{rid}", headers=headers)
+                status = _status_of(r)
+                if status is None:
+                    return None
+                if status not in ("pending", "running") or loop.time() >= give_up:
+                    break
+                await asyncio.sleep(_STATUS_POLL_S)  # bounded by settle_s
+            ending = RUN_ENDINGS.get(status, status)
+            if ending == "success":
+                r = await client.get(f"{target.url}/threads/{tid}", headers=headers)
+                if _status_of(r) == "interrupted":
+                    return "interrupted"
+            return ending
+    except errors:
+        return None
+
+
+def _status_of(response: httpx.Response) -> str | None:
+    if response.status_code != 200:
+        return None
+    try:
+        status = orjson.loads(response.content).get("status")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return status if isinstance(status, str) else None
 
 
 async def delete_thread(

@@ -30,6 +30,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from exporter import __version__
 from exporter.core.result import ProbeResult
 from exporter.core.stats import quantile
+from exporter.sinks import Trigger
 
 __all__ = ["OTLPSink"]
 
@@ -59,7 +60,15 @@ PROBE_TARGET: Final = "langgraph.probe.target"
 PROBE_TTFT_S: Final = "langgraph.probe.time_to_first_token_s"
 PROBE_FIRST_EVENT_S: Final = "langgraph.probe.time_to_first_event_s"
 PROBE_TOKENS: Final = "langgraph.probe.tokens"
+PROBE_TRIGGER: Final = "langgraph.probe.trigger"
 PROBE_ITL_P50_S: Final = "langgraph.probe.inter_token_latency_p50_s"
+# Protocol v2 (docs/V2.md §4).
+PROBE_PROTOCOL: Final = "langgraph.probe.protocol"
+PROBE_RUN_STATUS: Final = "langgraph.probe.run_status"
+PROBE_DELIVERY: Final = "langgraph.probe.delivery"
+PROBE_SERVER_ITL_P50_S: Final = "langgraph.probe.server_inter_token_latency_p50_s"
+PROBE_JITTER_MAX_S: Final = "langgraph.probe.delivery_jitter_max_s"
+PROBE_AMBIGUOUS: Final = "langgraph.probe.ambiguous"
 PROBE_ANSWER_TTFT_S: Final = "langgraph.probe.time_to_first_answer_token_s"
 PROBE_REASONING_TOKENS: Final = "langgraph.probe.reasoning_tokens"
 PROBE_BUFFERED: Final = "langgraph.probe.buffered"
@@ -162,7 +171,7 @@ class OTLPSink:
         self.provider.add_span_processor(processor)
         self._tracer = self.provider.get_tracer("langgraph-stream-exporter", __version__)
 
-    def record(self, result: ProbeResult) -> None:
+    def record(self, result: ProbeResult, trigger: Trigger = "scheduled") -> None:
         tracer = self._tracer
         if result.trace_id:
             self._ids.next_trace_id = int(result.trace_id, 16)
@@ -181,6 +190,7 @@ class OTLPSink:
             (SERVER_ADDRESS, url.hostname),
             (SERVER_PORT, url.port),
             (PROBE_TOKENS, result.tokens),
+            (PROBE_TRIGGER, trigger),
             (GEN_AI_CONVERSATION_ID, result.thread_id),
             (LANGGRAPH_RUN_ID, result.run_id),
             (HTTP_RESPONSE_STATUS_CODE, result.http_status),
@@ -189,6 +199,9 @@ class OTLPSink:
             (PROBE_FIRST_EVENT_S, result.since_request_s(result.t_first_event_ns)),
             (PROBE_BUFFERED, result.buffered),
             (ERROR_TYPE, None if failure is None else failure.kind.value),
+            (PROBE_PROTOCOL, result.protocol),
+            (PROBE_RUN_STATUS, result.run_status),
+            (PROBE_DELIVERY, None if result.delivery is None else result.delivery.verdict),
         )
         root = tracer.start_span(
             f"invoke_agent {result.assistant_id}",
@@ -243,6 +256,12 @@ class OTLPSink:
                     (PROBE_REASONING_TOKENS, call.reasoning_tokens),
                     (PROBE_TPOT_S, call.tpot_s),
                     (PROBE_ITL_P50_S, quantile(call.itl_s, 0.5)),
+                    (PROBE_SERVER_ITL_P50_S, quantile(call.server_itl_s, 0.5)),
+                    (
+                        PROBE_JITTER_MAX_S,
+                        max((abs(j) for j in call.jitter_s), default=None),
+                    ),
+                    (PROBE_AMBIGUOUS, 1 if call.ambiguous else None),
                 )
                 call_start = call.basis_ns or call.token_ns[0]
                 span = tracer.start_span(

@@ -34,8 +34,10 @@ buckets as the Prometheus histograms):
 | `langgraph.probe.inter_token_latency` | s | target, `langgraph.node` |
 | `langgraph.probe.stream.buffered` | {run} | target, `langgraph.probe.buffered` (true/false) |
 
-Every measurement is recorded in the context of the probe's root span (its `traceparent`), so
-the SDK's trace-based exemplar filter attaches exemplars that link a bucket to the probe's trace.
+Only scheduled probes are recorded: an on-demand `GET /probe` stays out of these series, as it
+does out of the Prometheus SLO series. Every measurement is recorded in the context of the probe's
+root span (its `traceparent`), so the SDK's trace-based exemplar filter attaches exemplars that
+link a bucket to the probe's trace.
 
 Endpoint, protocol, headers and export interval come from the standard `OTEL_*` variables, read
 by the SDK itself (`OTEL_EXPORTER_OTLP_(METRICS_)PROTOCOL` picks gRPC or http/protobuf,
@@ -59,6 +61,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from exporter import __version__
 from exporter.core.result import ProbeResult
+from exporter.sinks import Trigger
 
 __all__ = ["INSTRUMENTS", "OTLPMetricsSink"]
 
@@ -200,7 +203,9 @@ class OTLPMetricsSink:
             else None
         )
 
-    def record(self, result: ProbeResult) -> None:
+    def record(self, result: ProbeResult, trigger: Trigger = "scheduled") -> None:
+        if trigger == "on_demand":
+            return  # kept out of the SLO series, as in Prometheus (docs/RELIABILITY.md)
         ctx = _context_of(result)
         url = urlsplit(result.url)
         server: dict[str, str | int] = {}

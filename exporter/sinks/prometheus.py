@@ -32,6 +32,7 @@ from exporter import __version__
 from exporter.core.errors import FailureKind
 from exporter.core.result import ProbeResult
 from exporter.core.stats import quantile
+from exporter.sinks import SKIP_REASONS, Trigger
 
 __all__ = ["NS", "PrometheusSink", "probe_exposition"]
 
@@ -69,6 +70,16 @@ _NODE_HISTS = {
     "inter_token_latency_seconds": ("Gap between consecutive tokens of one LLM call.", True),
     "time_per_output_token_seconds": ("(last - first token) / (output tokens - 1).", True),
     "node_duration_seconds": ("Node tasks end minus tasks start.", False),
+    # Protocol v2 only: server time beside client time (docs/V2.md §4).
+    "server_inter_token_latency_seconds": (
+        "Gap between consecutive tokens of one LLM call on the server's clock (v2).",
+        True,
+    ),
+    "delivery_jitter_seconds": (
+        "|received gap - server gap| between consecutive tokens (v2): steady server gaps with"
+        " a wide jitter mean the delivery, not the model, is uneven.",
+        True,
+    ),
 }
 
 
@@ -113,6 +124,7 @@ class _TargetState:
     phase_hists: dict[str, _Hist] = field(default_factory=dict)
     reasoning_tokens: dict[str, int] = field(default_factory=dict)
     runs: dict[tuple[str, str], int] = field(default_factory=dict)
+    on_demand_runs: dict[tuple[str, str], int] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     nodes: set[str] = field(default_factory=set)
@@ -131,6 +143,7 @@ class _TargetState:
             phase_hists={k: h.copy() for k, h in self.phase_hists.items()},
             reasoning_tokens=dict(self.reasoning_tokens),
             runs=dict(self.runs),
+            on_demand_runs=dict(self.on_demand_runs),
             tokens=dict(self.tokens),
             skipped=dict(self.skipped),
             nodes=set(self.nodes),
@@ -169,9 +182,20 @@ class PrometheusSink:
             st = self._targets.get(target)
             if st is None or st.labels != labels or st.assistant != assistant:
                 st = self._targets[target] = _TargetState(assistant, labels)
-            st.runs.setdefault(("success", ""), 0)
-            for kind in FailureKind:
-                st.runs.setdefault(("failure", kind.value), 0)
+            # Every counter exists at zero before its first increment, so rate() and the
+            # dashboard see a healthy exporter as 0, not "no data".
+            for runs in (st.runs, st.on_demand_runs):
+                runs.setdefault(("success", ""), 0)
+                for kind in FailureKind:
+                    runs.setdefault(("failure", kind.value), 0)
+            for reason in SKIP_REASONS:
+                st.skipped.setdefault(reason, 0)
+
+    def declare_sinks(self, sinks: Iterable[str]) -> None:
+        """Make `sink_errors_total{sink}` exist at zero for every configured sink."""
+        with self._lock:
+            for sink in sinks:
+                self._sink_errors.setdefault(sink, 0)
 
     def retain(self, targets: Iterable[str]) -> None:
         """Forget every series of targets no longer configured."""
@@ -209,16 +233,22 @@ class PrometheusSink:
             return node
         return OTHER_NODE
 
-    def record(self, result: ProbeResult) -> None:
+    def record(self, result: ProbeResult, trigger: Trigger = "scheduled") -> None:
+        """Count a result. An on-demand result (`GET /probe`) only counts in
+        `on_demand_runs_total`: it stays out of the SLO series (`runs_total`, the histograms,
+        `success`, ...), so nobody who can reach `/probe` can skew them (docs/RELIABILITY.md)."""
         now_s = time.time()
         tid = result.trace_id
+        reason = "" if result.failure is None else result.failure.kind.value
+        key = (result.outcome, reason)
         with self._lock:
             st = self._targets.get(result.target)
             if st is None:
                 return  # not (or no longer) configured
+            if trigger == "on_demand":
+                st.on_demand_runs[key] = st.on_demand_runs.get(key, 0) + 1
+                return
             st.last = result
-            reason = "" if result.failure is None else result.failure.kind.value
-            key = (result.outcome, reason)
             st.runs[key] = st.runs.get(key, 0) + 1
             if result.success:
                 st.last_success_s = now_s
@@ -257,6 +287,10 @@ class PrometheusSink:
                     for gap in call.itl_s:
                         obs("inter_token_latency_seconds", gap)
                     obs("time_per_output_token_seconds", call.tpot_s)
+                    for gap in call.server_itl_s:
+                        obs("server_inter_token_latency_seconds", gap)
+                    for jitter in call.jitter_s:
+                        obs("delivery_jitter_seconds", abs(jitter))
                     gaps_by_node.setdefault(node, []).extend(call.itl_s)
                 if ex.tokens:
                     st.tokens[node] = st.tokens.get(node, 0) + ex.tokens
@@ -312,6 +346,15 @@ class PrometheusSink:
         burst = fam(
             "max_tokens_per_read", "Most tokens read in one socket read, last probe.", "gauge"
         )
+        protocol = fam(
+            "protocol_info", "1 for the streaming protocol of the last probe (legacy, v2).", "gauge"
+        )
+        delivery = fam(
+            "delivery_buffered",
+            "v2, last probe: 1 if the server's token gaps were steady and the received ones"
+            " were not (batched or polled delivery), else 0.",
+            "gauge",
+        )
         status_code = fam(
             "http_status_code",
             "HTTP status of the last probe's run request; 0 when none arrived (blackbox's "
@@ -339,7 +382,12 @@ class PrometheusSink:
             "request_write.",
             "histogram",
         )
-        runs = fam("runs", "Probes by outcome and failure reason.", "counter")
+        runs = fam("runs", "Scheduled probes by outcome and failure reason.", "counter")
+        on_demand = fam(
+            "on_demand_runs",
+            "Probes run through GET /probe, by outcome and failure reason (not in the SLO series).",
+            "counter",
+        )
         tokens = fam("tokens", "Tokens received, by node.", "counter")
         skipped = fam("probes_skipped", "Scheduled probes not started, by reason.", "counter")
         hists = {n: fam(n, d, "histogram") for n, d in _RUN_HISTS.items()}
@@ -353,6 +401,14 @@ class PrometheusSink:
                 burst.add_sample(NS + "max_tokens_per_read", labels, last.max_tokens_per_read)
                 buffered.add_sample(NS + "stream_buffered", labels, 1.0 if last.buffered else 0.0)
                 status_code.add_sample(NS + "http_status_code", labels, last.http_status or 0)
+                protocol.add_sample(
+                    NS + "protocol_info", {**labels, "protocol": last.protocol}, 1.0
+                )
+                verdict = last.delivery.verdict if last.delivery is not None else "unknown"
+                if verdict != "unknown":
+                    delivery.add_sample(
+                        NS + "delivery_buffered", labels, 1.0 if verdict == "buffered" else 0.0
+                    )
                 for node, value in st.last_ratio.items():
                     ratio.add_sample(NS + "buffered_gap_ratio", {**labels, "node": node}, value)
             if st.cert_not_after_s is not None:
@@ -362,6 +418,12 @@ class PrometheusSink:
             for (outcome, reason), count in sorted(st.runs.items()):
                 runs.add_sample(
                     NS + "runs_total", {**labels, "outcome": outcome, "reason": reason}, count
+                )
+            for (outcome, reason), count in sorted(st.on_demand_runs.items()):
+                on_demand.add_sample(
+                    NS + "on_demand_runs_total",
+                    {**labels, "outcome": outcome, "reason": reason},
+                    count,
                 )
             for node, count in sorted(st.tokens.items()):
                 tokens.add_sample(NS + "tokens_total", {**labels, "node": node}, count)
@@ -377,8 +439,9 @@ class PrometheusSink:
                 hists[metric].samples.extend(hist.samples(NS + metric, labels))
             for (metric, node), hist in sorted(st.node_hists.items()):
                 hists[metric].samples.extend(hist.samples(NS + metric, {**labels, "node": node}))
-        yield from (success, duration, last_ok, ratio, burst, buffered, runs, tokens, reasoning)
-        yield from (skipped, status_code, cert_expiry)
+        yield from (success, duration, last_ok, ratio, burst, buffered, runs, on_demand, tokens)
+        yield from (reasoning, skipped, status_code, cert_expiry)
+        yield from (protocol, delivery)
         yield from hists.values()
         yield phases
         reload_ok = fam(

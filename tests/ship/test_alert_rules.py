@@ -54,7 +54,7 @@ def test_promtool_unit_tests_pass(promtool: Path) -> None:
 
 def test_the_issue_alerts_all_exist() -> None:
     """Failing, no success, fast and slow burn, TTFT and ITL regression, reload failed, exporter
-    down and certificate expiry are defined."""
+    down, certificate expiry and buffered streams are defined."""
     assert sorted(_alert_names()) == [
         "LangGraphExporterConfigReloadFailed",
         "LangGraphExporterDown",
@@ -62,6 +62,7 @@ def test_the_issue_alerts_all_exist() -> None:
         "LangGraphProbeCertificateExpiring",
         "LangGraphProbeFailing",
         "LangGraphProbeNoRecentSuccess",
+        "LangGraphProbeStreamBuffered",
         "LangGraphTTFTBudgetBurnFast",
         "LangGraphTTFTBudgetBurnSlow",
         "LangGraphTTFTRegression",

@@ -110,6 +110,17 @@ groups:
             "description" (printf "The TLS certificate served to probes of target {{ $labels.target }} (assistant {{ $labels.assistant }}) expires in {{ $value | humanizeDuration }} (threshold %v days)." $c.days)
           ) | nindent 8 }}
       {{- end }}
+      {{- if $r.streamBuffered.enabled }}
+      {{- $c := $r.streamBuffered }}
+      - alert: LangGraphProbeStreamBuffered
+        expr: |-
+          avg by ({{ $by }}) (avg_over_time(langgraph_probe_stream_buffered[{{ $c.window }}])) >= {{ $c.ratio }}
+        for: {{ $c.for }}
+        {{- include "langgraph-stream-exporter.alertMeta" (dict "root" . "name" "LangGraphProbeStreamBuffered" "severity" $c.severity
+            "summary" "The stream of {{ $labels.target }} is buffered on the way"
+            "description" (printf "Tokens of target {{ $labels.target }} (assistant {{ $labels.assistant }}) arrive in bursts no model produces in {{ $value | humanizePercentage }} of the last %s: a proxy, ingress or gateway holds the SSE stream back, which raises TTFT and hides inter-token latency." $c.window)
+          ) | nindent 8 }}
+      {{- end }}
   {{- if $r.ttftSLO.enabled }}
   {{- $s := $r.ttftSLO }}
   {{- $le := include "langgraph-stream-exporter.leMatcher" $s.thresholdSeconds }}
