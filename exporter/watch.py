@@ -100,14 +100,23 @@ def _table(last: dict[str, Any], now_s: float) -> Table:
 
 class _Follower(threading.Thread):
     """Reads `/-/events` in the background and puts what happens on a queue for the UI thread:
-    ("probe", entry), ("connected", url), ("disconnected", reason) or ("not_exporter", reason).
-    Reconnects by itself, with `Last-Event-ID`, after 0.5 s then doubling up to 5 s; stops on an
-    answer that is not an exporter's (an HTTP error other than 502-504, or no event stream)."""
+    ("probe", entry), ("connected", url), ("disconnected", reason), ("polling", reason) or
+    ("not_exporter", reason). Reconnects by itself, with `Last-Event-ID`, after 0.5 s then
+    doubling up to 5 s. An exporter without `/-/events` (404, or no event stream: an older
+    version) is read by polling `/-/probes` every `interval_s` instead."""
 
-    def __init__(self, url: str, out: queue.Queue[tuple[str, Any]]) -> None:
+    def __init__(
+        self,
+        url: str,
+        out: queue.Queue[tuple[str, Any]],
+        interval_s: float,
+        seen: set[tuple[str, float]],
+    ) -> None:
         super().__init__(name="watch-events", daemon=True)
         self.url = url
         self.out = out
+        self.interval_s = interval_s
+        self.seen = seen  # (target, finished_at) already shown, for polling
         self.last_id: str | None = None
 
     def run(self) -> None:
@@ -120,15 +129,14 @@ class _Follower(threading.Thread):
                     headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
                     with connect_sse(client, "GET", self.url + "/-/events", headers=headers) as es:
                         code = es.response.status_code
+                        ctype = es.response.headers.get("content-type", "")
+                        if code == 404 or (code == 200 and "text/event-stream" not in ctype):
+                            self._poll()
+                            return
                         if code >= 400 and code not in (502, 503, 504):
                             self.out.put(("not_exporter", f"GET {self.url}/-/events: HTTP {code}"))
                             return
                         es.response.raise_for_status()
-                        if not es.response.headers.get("content-type", "").startswith(
-                            "text/event-stream"
-                        ):
-                            self.out.put(("not_exporter", f"GET {self.url}/-/events: no SSE"))
-                            return
                         self.out.put(("connected", self.url))
                         backoff_s = 0.5
                         for event in es.iter_sse():
@@ -142,6 +150,30 @@ class _Follower(threading.Thread):
             self.out.put(("disconnected", reason))
             time.sleep(backoff_s)
             backoff_s = min(5.0, backoff_s * 2)
+
+    def _poll(self) -> None:
+        self.out.put(("polling", "no /-/events here: reading /-/probes"))
+        up = True
+        while True:
+            try:
+                data = _fetch(self.url)
+            except NotAnExporter as exc:
+                self.out.put(("not_exporter", str(exc)))
+                return
+            except OSError as exc:
+                if up:
+                    self.out.put(("disconnected", f"{type(exc).__name__}: {exc}"))
+                up = False
+            else:
+                if not up:
+                    self.out.put(("connected", self.url))
+                up = True
+                for name, entry in sorted(data.get("last", {}).items()):
+                    key = (name, entry.get("finished_at", 0.0))
+                    if key not in self.seen:
+                        self.seen.add(key)
+                        self.out.put(("probe", entry))
+            time.sleep(self.interval_s)
 
 
 def _waterfall_of(url: str, entry: dict[str, Any]) -> Waterfall | None:
@@ -189,6 +221,7 @@ def watch(
     last: dict[str, Any] = {}
     try:
         last.update(_fetch(url).get("last", {}))
+        connected = True  # reached the exporter
     except NotAnExporter as exc:
         console.print(f"this is not an exporter: {url} ({exc})", style="red", soft_wrap=True)
         return 1
@@ -201,7 +234,8 @@ def watch(
     if not console.is_terminal:
         for name in sorted(last):  # what is there already, then each new result
             console.print(_line(last[name]), soft_wrap=True, highlight=False)
-    _Follower(url, events).start()
+    seen = {(name, e.get("finished_at", 0.0)) for name, e in last.items()}
+    _Follower(url, events, interval_s, seen).start()
 
     def view() -> Group:
         head = Text(f"{url} · {len(last)} targets · Ctrl-C to stop · ", "dim")
@@ -228,7 +262,9 @@ def watch(
             connected = True
             status = Text("live", "green")
             if printing:
-                console.print(f"connected to {value}/-/events", highlight=False)
+                console.print(f"connected to {value}", highlight=False)
+        elif kind == "polling":
+            status = Text(value, "yellow")
         else:
             status = Text(f"disconnected ({value}); reconnecting", "bold red")
             if printing:
