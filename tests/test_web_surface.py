@@ -81,7 +81,7 @@ def test_counters_exist_at_zero_on_a_fresh_exporter(tmp_path: Path) -> None:
     errors = {
         dict(k)["sink"]: v for k, v in samples(text, "langgraph_probe_sink_errors_total").items()
     }
-    assert errors == {"prometheus": 0.0, "log": 0.0, "history": 0.0}
+    assert errors == {"prometheus": 0.0, "log": 0.0, "history": 0.0, "events": 0.0}
 
 
 # ------------------------------------------------------------------ bounded on-demand probes

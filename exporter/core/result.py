@@ -16,6 +16,7 @@ __all__ = ["CallTiming", "Delivery", "EventLog", "Failure", "NodeExecution", "Pr
 
 _NS = 1e9
 
+
 def _elapsed_s(start_ns: int | None, end_ns: int | None) -> float | None:
     """Seconds from `start_ns` to `end_ns`; None when either was not measured."""
     if start_ns is None or end_ns is None:

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable, MutableMap
 from pathlib import Path
 from typing import Any
 
+import orjson
 import structlog
 import uvicorn
 
@@ -48,6 +49,7 @@ from exporter.config import (
 )
 from exporter.core.errors import ConfigError
 from exporter.core.result import ProbeResult
+from exporter.daemon.events import EventBus
 from exporter.daemon.scheduler import OnDemandBusy, Scheduler
 from exporter.daemon.web import Handlers, ProbeBusy, make_app
 from exporter.daemon.webconfig import BasicAuth, WebConfig, load_web_config
@@ -57,7 +59,7 @@ from exporter.probe.request import request_headers
 from exporter.probe.threads import sweep_orphaned_threads
 from exporter.runtime import freeze_startup_objects, run_async, share_gil_finely
 from exporter.sinks import Sink, SinkSet
-from exporter.sinks.log import History, LogSink, summary
+from exporter.sinks.log import History, LogSink, entry, summary
 from exporter.sinks.prometheus import PrometheusSink, probe_exposition
 
 __all__ = ["Daemon", "Masker", "SafeStderr", "serve"]
@@ -247,13 +249,28 @@ class Daemon:
         self.history = History(settings.history_size)
         if log_stream is not None:
             log_stream.on_failure = lambda: self.prometheus.count_sink_error("log")
-        sinks: list[Sink] = [self.prometheus, LogSink(), self.history]
+        # `/-/events` entries: the `/-/probes` shape, masked when published (daemon/events.py)
+        self.events = EventBus(
+            lambda r, trigger: self.masker.bytes(orjson.dumps(entry(r, trigger))),
+            buffer_size=settings.events_buffer_size,
+            max_subscribers=settings.events_max_subscribers,
+            queue_size=settings.events_queue_size,
+            heartbeat_s=settings.events_heartbeat_s,
+        )
+        sinks: list[Sink] = [self.prometheus, LogSink(), self.history, self.events]
         self.otlp: Sink | None = None
         if settings.otlp == "on" or (settings.otlp == "auto" and otlp_configured()):
             from exporter.sinks.otlp import OTLPSink
 
-            self.otlp = OTLPSink(on_export_failure=lambda: self.prometheus.count_sink_error("otlp"))
+            self.otlp = OTLPSink(
+                on_export_failure=lambda: self.prometheus.count_sink_error("otlp"),
+                token_events=settings.span_token_events,
+            )
             sinks.append(self.otlp)
+        if settings.otlp_metrics:
+            from exporter.sinks.otlp_metrics import OTLPMetricsSink
+
+            sinks.append(OTLPMetricsSink(semconv=settings.semconv))
         self.sinks = SinkSet(sinks, on_error=self._sink_error)
         self.prometheus.declare_sinks(self.sinks.names)
         self.scheduler: Scheduler | None = None
@@ -336,6 +353,16 @@ class Daemon:
             raise ProbeBusy(busy.retry_after_s) from busy
         return None if result is None else probe_exposition(result)
 
+    async def _run_probe_result(self, name: str) -> ProbeResult | None:
+        """`/probe?format=svg`: an on-demand probe, as the result itself."""
+        assert self.scheduler is not None
+        if self.config.target(name) is None:
+            return None
+        try:
+            return await self.scheduler.run_now(name)
+        except OnDemandBusy as busy:
+            raise ProbeBusy(busy.retry_after_s) from busy
+
     def _probe_detail(self, probe_id: str) -> dict[str, Any] | None:
         result = self.history.find(probe_id)
         if result is None:
@@ -349,6 +376,12 @@ class Daemon:
         for result, trigger in self.history.recent:
             last[result.target] = summary(result, trigger)
         snap["last"] = last
+        snap["events"] = {
+            "subscribers": self.events.subscribers,
+            "published": self.events.published,
+            "dropped": self.events.dropped_total,
+            "rejected": self.events.rejected_total,
+        }
         snap["schedule"] = {
             name: [{"planned": p, "started": s} for p, s in starts]
             for name, starts in self.scheduler.schedule_log().items()
@@ -422,6 +455,10 @@ class Daemon:
             mask=self.masker.bytes,
             run_probe_metrics=self._run_probe_metrics,
             probe_detail=self._probe_detail,
+            run_probe_result=self._run_probe_result,
+            find_result=self.history.find,
+            latest_result=self.history.latest,
+            events=self.events,
         )
         web_config = self.web_config
         auth = BasicAuth(web_config.users) if web_config and web_config.users else None

@@ -10,6 +10,10 @@
 | `GET /probe?target=NAME&format=prometheus` | the same, as blackbox gauges of that one probe |
 | `GET /-/probes` | recent results, failures kept longer, and the schedule |
 | `GET /-/probes/<id>` | one kept result by its id (trace id), with its log |
+| `GET /probe?target=NAME&format=svg` | probe now; the waterfall as SVG |
+| `GET /-/probes/<id>.svg` (`.json`) | waterfall of a kept result (`exporter.daemon.pictures`) |
+| `GET /-/probes/latest.svg?target=NAME` | redirect to that target's latest `<id>.svg` |
+| `GET /-/events` | Server-Sent Events: one `probe` event per finished probe (`.events`) |
 | `GET /` | HTML page of recent probes with their logs (`exporter.daemon.pages`) |
 
 `/probe` accepts only the name of a configured target. Any other value (including a URL) is a
@@ -39,7 +43,10 @@ import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from exporter.core.result import ProbeResult
+from exporter.daemon.events import EventBus, serve_events
 from exporter.daemon.pages import index_page
+from exporter.daemon.pictures import SVG, SVG_HEADERS, picture, svg_bytes
 from exporter.daemon.webconfig import BasicAuth
 from exporter.runtime import collector_paused
 
@@ -95,6 +102,12 @@ class Handlers:
     run_probe_metrics: Callable[[str], Awaitable[bytes | None]] | None = None
     # `/-/probes/<id>`: one kept result; None when unknown.
     probe_detail: Callable[[str], dict[str, Any] | None] | None = None
+    # Pictures and the event stream (exporter/daemon/pictures.py, events.py); None: 404.
+    #: `/probe?format=svg`: the result itself, None for an unknown target; raises `ProbeBusy`.
+    run_probe_result: Callable[[str], Awaitable[ProbeResult | None]] | None = None
+    find_result: Callable[[str], ProbeResult | None] | None = None
+    latest_result: Callable[[str], ProbeResult | None] | None = None
+    events: EventBus | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +148,14 @@ class Response:
         ]
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
+
+
+@dataclass(frozen=True)
+class StreamingResponse(Response):
+    """A response that writes itself for as long as it lasts (`/-/events`): `run(receive,
+    send)` sends the start and the body parts."""
+
+    run: Callable[[Receive, Send], Awaitable[None]] | None = None
 
 
 Endpoint = Callable[[Handlers, Request], Awaitable[Response]]
@@ -211,6 +232,11 @@ async def _probe(h: Handlers, request: Request) -> Response:
     blackbox = request.query.get("format", [""])[0] == "prometheus"
     debug = request.query.get("debug", ["false"])[0].lower() in ("1", "true", "yes")
     try:
+        if request.query.get("format", [""])[0] == "svg" and h.run_probe_result is not None:
+            probed = await h.run_probe_result(name)
+            if probed is None:
+                return _unknown_target(h)
+            return Response(200, h.mask(svg_bytes(probed)), SVG, SVG_HEADERS)
         if blackbox and h.run_probe_metrics is not None:
             body = await h.run_probe_metrics(name)
             if body is None:
@@ -230,12 +256,29 @@ async def _probes(h: Handlers, request: Request) -> Response:
 
 
 async def _probe_detail(h: Handlers, request: Request) -> Response:
+    if h.find_result is not None and h.latest_result is not None:
+        pic = picture(request.path, request.query, find=h.find_result, latest=h.latest_result,
+                      mask=h.mask)  # fmt: skip
+        if pic is not None:
+            return Response(*pic)
     detail = None
     if h.probe_detail is not None:
         detail = h.probe_detail(request.path.removeprefix("/-/probes/"))
     if detail is None:
         return Response(404, b"no such probe (only recent ones are kept)\n")
     return Response(200, h.mask(_json(detail)), JSON)
+
+
+async def _events(h: Handlers, request: Request) -> Response:
+    bus = h.events
+    if bus is None:
+        return Response(404, b"not found\n")
+    last_id = request.header(b"last-event-id")
+
+    async def run(receive: Receive, send: Send) -> None:
+        await serve_events(bus, last_id, receive, send)
+
+    return StreamingResponse(200, b"", run=run)
 
 
 async def _index(h: Handlers, request: Request) -> Response:
@@ -255,6 +298,7 @@ def routes() -> dict[str, Route]:
         "/probe": Route(_probe, lifecycle=True),
         "/-/probes": Route(_probes),
         "/-/probes/": Route(_probe_detail, _READ, prefix=True),
+        "/-/events": Route(_events, frozenset({"GET"})),
         "/": Route(_index),
     }
 
@@ -311,6 +355,9 @@ def make_app(
             response = Response(403, LIFECYCLE_DISABLED)
         else:
             response = await route.endpoint(h, request)
+        if isinstance(response, StreamingResponse) and response.run is not None:
+            await response.run(receive, send)
+            return
         await response.send(send)
 
     return app

@@ -17,7 +17,7 @@ from exporter.core.result import ProbeResult
 from exporter.core.stats import quantile
 from exporter.sinks import Trigger
 
-__all__ = ["History", "LogSink", "summary"]
+__all__ = ["History", "LogSink", "entry", "summary"]
 
 
 def summary(result: ProbeResult, trigger: Trigger = "scheduled") -> dict[str, Any]:
@@ -113,12 +113,24 @@ class History:
             "failures": [_entry(r, t) for r, t in reversed(self.failures)],
         }
 
+    def latest(self, target: str) -> ProbeResult | None:
+        """The most recent kept result of `target` (`/-/probes/latest.svg?target=`)."""
+        for result, _ in reversed(self.recent):
+            if result.target == target:
+                return result
+        return None
+
     def find(self, probe_id: str) -> ProbeResult | None:
         """The kept result whose trace id is `probe_id`; None when unknown or already dropped."""
         for result, _ in (*self.recent, *self.failures):
             if result.trace_id == probe_id:
                 return result
         return None
+
+
+def entry(result: ProbeResult, trigger: Trigger = "scheduled") -> dict[str, Any]:
+    """One `/-/probes` entry; also the data of a `/-/events` event."""
+    return _entry(result, trigger)
 
 
 def _entry(result: ProbeResult, trigger: Trigger) -> dict[str, Any]:

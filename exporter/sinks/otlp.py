@@ -47,6 +47,11 @@ GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
 GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 GEN_AI_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"
+GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
+# OpenInference graph attributes: trace UIs (Phoenix, Arize) draw the agent graph from them.
+GRAPH_NODE_ID: Final = "graph.node.id"
+GRAPH_NODE_NAME: Final = "graph.node.name"
+GRAPH_NODE_PARENT_ID: Final = "graph.node.parent_id"
 # Our own namespace.
 LANGGRAPH_RUN_ID: Final = "langgraph.run_id"
 LANGGRAPH_NODE: Final = "langgraph.node"
@@ -146,10 +151,14 @@ class OTLPSink:
         *,
         batch: bool = True,
         on_export_failure: Callable[[], None] | None = None,
+        token_events: bool = False,
     ) -> None:
-        """`on_export_failure()` is called (from the export thread) for each failed batch."""
+        """`on_export_failure()` is called (from the export thread) for each failed batch.
+        `token_events`: one `token` span event per token arrival on the `chat` spans
+        (`LGSE_SPAN_TOKEN_EVENTS`; off by default: a long answer makes a large span)."""
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
+        self.token_events = token_events
         self._ids = _ProbeIds()
         resource = Resource.create(
             {"service.name": "langgraph-stream-exporter", "service.version": __version__}
@@ -174,6 +183,9 @@ class OTLPSink:
         attrs = _attrs(
             (GEN_AI_OPERATION_NAME, "invoke_agent"),
             (GEN_AI_AGENT_NAME, result.assistant_id),
+            (GEN_AI_REQUEST_STREAM, True),
+            (GRAPH_NODE_ID, result.assistant_id),
+            (GRAPH_NODE_NAME, result.assistant_id),
             (PROBE_TARGET, result.target),
             (SERVER_ADDRESS, url.hostname),
             (SERVER_PORT, url.port),
@@ -207,8 +219,12 @@ class OTLPSink:
             start = ex.start_ns or ex.basis_ns or first or result.t_request_ns
             last_tokens = [c.token_ns[-1] for c in ex.calls if c.token_ns]
             end = ex.end_ns or (max(last_tokens) if last_tokens else None) or result.t_end_ns
+            parent_id, _, own_name = ex.node.rpartition("/")
             node_attrs = _attrs(
                 (LANGGRAPH_NODE, ex.node),
+                (GRAPH_NODE_ID, ex.node),
+                (GRAPH_NODE_NAME, own_name),
+                (GRAPH_NODE_PARENT_ID, parent_id or result.assistant_id),
                 (PROBE_TOKENS, ex.tokens),
                 (LANGGRAPH_TASK_ID, ex.task_id),
                 (PROBE_TTFT_S, ex.ttft_s),
@@ -255,6 +271,15 @@ class OTLPSink:
                     attributes=call_attrs,
                     start_time=result.wall_ns(call_start),
                 )
+                if self.token_events:
+                    flags = call.reasoning or bytes(len(call.token_ns))
+                    for i, (t_ns, reasoning) in enumerate(zip(call.token_ns, flags, strict=False)):
+                        span.add_event(
+                            "token",
+                            {"langgraph.probe.token.index": i, "langgraph.probe.token.reasoning":
+                             bool(reasoning)},
+                            timestamp=result.wall_ns(t_ns),
+                        )  # fmt: skip
                 if not call.completed and failure is not None:
                     span.set_attribute(ERROR_TYPE, failure.kind.value)
                     span.set_status(Status(StatusCode.ERROR))
