@@ -104,6 +104,10 @@ class StreamTimeline:
     def tokens(self) -> int:
         return self._tokens_stamped + self.tokens_dropped
 
+    def nodes(self) -> tuple[NodeExecution, ...]:
+        """Node executions with their calls' timings (each timing model says in which order)."""
+        raise NotImplementedError
+
     def event_log(self) -> EventLog:
         ev = self._ev
         return EventLog(

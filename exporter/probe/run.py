@@ -17,7 +17,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import orjson
@@ -28,8 +28,7 @@ from exporter.core.errors import FailureKind, HTTPStatusFailure, ProbeFailure
 from exporter.core.events import Message, RunError, decode_event
 from exporter.core.result import Failure, ProbeResult
 from exporter.core.sse import SSEDecoder
-from exporter.core.timing import Expectations, Timeline
-from exporter.core.v2timing import V2Timeline
+from exporter.core.timing import Expectations, StreamTimeline, Timeline
 from exporter.http.client import (
     Transport,
     classify_transport_error,
@@ -228,7 +227,7 @@ class _Probe:
             return None
         return dataclasses.replace(verdict, message=self.mask(verdict.message))
 
-    def measured(self, tl: Timeline | V2Timeline, failure: Failure | None) -> dict[str, Any]:
+    def measured(self, tl: StreamTimeline, failure: Failure | None) -> dict[str, Any]:
         """The `ProbeResult` fields both protocols fill the same way, from `tl` and the probe."""
         return {
             **_identity(self.target, self.trace),
@@ -385,7 +384,7 @@ class _Probe:
     async def expect_event_stream(
         self,
         response: httpx.Response,
-        tl: _Progress,
+        tl: StreamTimeline,
         path: str,
         refuse: Callable[[int, str], None] | None = None,
     ) -> None:
@@ -414,7 +413,7 @@ class _Probe:
             )
 
     def start_watchdog(
-        self, timer: asyncio.Timeout, deadlines: Deadlines, tl: _Progress
+        self, timer: asyncio.Timeout, deadlines: Deadlines, tl: StreamTimeline
     ) -> _Watchdog:
         """Hand the stream's timer to a watchdog: from the headers on, it decides when the
         timer expires (docs/PERFORMANCE.md)."""
@@ -579,20 +578,6 @@ def _expectations(target: Target) -> Expectations:
     return Expectations(e.min_tokens, tuple(e.nodes), e.content_regex)
 
 
-class _Progress(Protocol):
-    """What the probe and its watchdog read of a timeline (legacy `Timeline` or `V2Timeline`)."""
-
-    @property
-    def t_request_ns(self) -> int: ...
-    @property
-    def t_headers_ns(self) -> int | None: ...
-    def headers(self, recv_ns: int) -> None: ...
-    @property
-    def t_first_event_ns(self) -> int | None: ...
-    @property
-    def t_first_token_ns(self) -> int | None: ...
-
-
 class _Watchdog:
     """Expires the stream's timer once the nearest deadline has really passed.
 
@@ -605,7 +590,7 @@ class _Watchdog:
         self,
         timer: asyncio.Timeout,
         deadlines: Deadlines,
-        timeline: _Progress,
+        timeline: StreamTimeline,
         last_ns: int,
     ) -> None:
         self._loop = asyncio.get_running_loop()
@@ -647,5 +632,5 @@ class _Watchdog:
             self._handle = None
 
 
-def _ms(ns: int | None, tl: _Progress) -> str:
+def _ms(ns: int | None, tl: StreamTimeline) -> str:
     return "?" if ns is None else f"{(ns - tl.t_request_ns) / 1e6:.1f} ms"
