@@ -22,7 +22,7 @@ from exporter.core.events import (
 )
 from exporter.core.result import CallTiming, EventLog, Failure, NodeExecution
 
-__all__ = ["Expectations", "Timeline"]
+__all__ = ["Expectations", "StreamTimeline", "Timeline"]
 
 #: Caps that keep an endless or hostile stream from growing memory without bound.
 MAX_EVENTS_LOGGED = 50_000
@@ -37,6 +37,105 @@ class Expectations:
     min_tokens: int = 1
     nodes: tuple[str, ...] = ()
     content_regex: str | None = None
+
+
+class StreamTimeline:
+    """What both timing models (legacy `Timeline`, `V2Timeline`) record the same way: the
+    request's stamps, the event log, token counts and bursts, the answer text, and the checks
+    of `Expectations`. Stamps are monotonic ns, taken when the bytes were read."""
+
+    def __init__(self, t_request_ns: int) -> None:
+        self.t_request_ns = t_request_ns
+        self.t_headers_ns: int | None = None
+        self.t_first_event_ns: int | None = None
+        self.t_first_token_ns: int | None = None
+        self.run_id: str | None = None
+        self.tokens_dropped = 0
+        self.max_tokens_per_read = 0
+        self._tokens_stamped = 0
+        self._burst_seq = -1
+        self._burst = 0
+        self._text: list[str] = []
+        self._text_len = 0
+        self._ev: list[tuple[int, str, str | None]] = []  # (recv_ns, name, node)
+        self._ev_dropped = 0
+
+    def headers(self, recv_ns: int) -> None:
+        self.t_headers_ns = recv_ns
+
+    def _log_event(self, recv_ns: int, name: str, node: str | None) -> bool:
+        """Log one event (only counted past MAX_EVENTS_LOGGED); False if it was not listed."""
+        if self.t_first_event_ns is None:
+            self.t_first_event_ns = recv_ns
+        if len(self._ev) < MAX_EVENTS_LOGGED:
+            self._ev.append((recv_ns, name, node))
+            return True
+        self._ev_dropped += 1
+        return False
+
+    def _count_token(self, text: str, read_seq: int) -> bool:
+        """Count one token that arrived in socket read `read_seq` and keep its text. True if
+        its stamp is to be kept, False past MAX_TOKENS_STAMPED (then only `tokens_dropped`)."""
+        if read_seq == self._burst_seq:
+            self._burst += 1
+        else:
+            self._burst_seq, self._burst = read_seq, 1
+        if self._burst > self.max_tokens_per_read:
+            self.max_tokens_per_read = self._burst
+        self._add_text(text)
+        if self._tokens_stamped < MAX_TOKENS_STAMPED:
+            self._tokens_stamped += 1
+            return True
+        self.tokens_dropped += 1
+        return False
+
+    def _add_text(self, text: str) -> None:
+        if text and self._text_len < MAX_TEXT_CHARS:
+            # Keep only what fits: one huge token must not pin megabytes until the probe ends.
+            part = text[: MAX_TEXT_CHARS - self._text_len]
+            self._text.append(part)
+            self._text_len += len(part)
+
+    @property
+    def text(self) -> str:
+        return "".join(self._text)[:MAX_TEXT_CHARS]
+
+    @property
+    def tokens(self) -> int:
+        return self._tokens_stamped + self.tokens_dropped
+
+    def nodes(self) -> tuple[NodeExecution, ...]:
+        """Node executions with their calls' timings (each timing model says in which order)."""
+        raise NotImplementedError
+
+    def event_log(self) -> EventLog:
+        ev = self._ev
+        return EventLog(
+            tuple(e[0] for e in ev), tuple(e[1] for e in ev), tuple(e[2] for e in ev),
+            self._ev_dropped,
+        )  # fmt: skip
+
+    def _expectation_failure(
+        self, expect: Expectations, seen: set[str], nodes_note: str = ""
+    ) -> Failure | None:
+        """The first expectation a run that ended well did not meet: `seen` are the nodes
+        that ran, `nodes_note` ends the message about missing ones."""
+        if self.tokens < expect.min_tokens:
+            return Failure(
+                FailureKind.EXPECTATION,
+                f"expected at least {expect.min_tokens} tokens, got {self.tokens}",
+            )
+        missing = [n for n in expect.nodes if n not in seen]
+        if missing:
+            return Failure(
+                FailureKind.EXPECTATION,
+                f"expected nodes {missing} did not run (saw {sorted(seen)}{nodes_note})",
+            )
+        if expect.content_regex is not None and not re.search(expect.content_regex, self.text):
+            return Failure(
+                FailureKind.EXPECTATION, f"content does not match {expect.content_regex!r}"
+            )
+        return None
 
 
 @dataclass(slots=True)
@@ -66,16 +165,12 @@ class _Exec:
     current: _Call | None = None  # the call that streamed last in this execution
 
 
-class Timeline:
+class Timeline(StreamTimeline):
     """Accumulates one probe's measurements; `nodes()` and friends read them out."""
 
     def __init__(self, t_request_ns: int) -> None:
-        self.t_request_ns = t_request_ns
-        self.t_headers_ns: int | None = None
-        self.t_first_event_ns: int | None = None
-        self.t_first_token_ns: int | None = None
+        super().__init__(t_request_ns)
         self.t_first_answer_ns: int | None = None
-        self.run_id: str | None = None
         self.server_thread_id: str | None = None  # from tuple metadata (docs/WIRE.md §8)
         self.end_markers_seen = False  # the server marks call ends (`chunk_position`)
         self.run_error: RunError | None = None
@@ -84,17 +179,6 @@ class Timeline:
         self._by_node_fallback: dict[str, str] = {}
         self._chunk_ids: set[str] = set()
         self._last_boundary_ns: int | None = None
-        self._tokens_stamped = 0
-        self.tokens_dropped = 0
-        self._text: list[str] = []
-        self._text_len = 0
-        self._ev_ns: list[int] = []
-        self._ev_name: list[str] = []
-        self._ev_node: list[str | None] = []
-        self._ev_dropped = 0
-        self._burst_seq = -1
-        self._burst = 0
-        self.max_tokens_per_read = 0
         self._task_error: TaskEnd | None = None
 
     # ---------------------------------------------------------------- feeding
@@ -104,20 +188,9 @@ class Timeline:
         TLS are phases of their own, not part of time to headers or TTFT."""
         self.t_request_ns = ns
 
-    def headers(self, recv_ns: int) -> None:
-        self.t_headers_ns = recv_ns
-
     def event(self, name: str, ev: LangGraphEvent, recv_ns: int, chunk_seq: int) -> None:
         """Record one decoded event that arrived at `recv_ns` in socket read `chunk_seq`."""
-        node = ev.langgraph_node if isinstance(ev, Message) else None
-        if len(self._ev_ns) < MAX_EVENTS_LOGGED:
-            self._ev_ns.append(recv_ns)
-            self._ev_name.append(name)
-            self._ev_node.append(node)
-        else:
-            self._ev_dropped += 1
-        if self.t_first_event_ns is None:
-            self.t_first_event_ns = recv_ns
+        self._log_event(recv_ns, name, ev.langgraph_node if isinstance(ev, Message) else None)
         if isinstance(ev, Message):
             self._message(ev, recv_ns, chunk_seq)
         elif isinstance(ev, TaskStart):
@@ -182,23 +255,14 @@ class Timeline:
                 return
             call = self._new_call(ex, msg)
         if msg.is_token:
-            if self._tokens_stamped < MAX_TOKENS_STAMPED:
+            if self._count_token(msg.text, chunk_seq):
                 call.token_ns.append(recv_ns)
                 call.reasoning.append(0 if msg.is_answer else 1)
-                self._tokens_stamped += 1
-            else:
-                self.tokens_dropped += 1
             ex.current = call
             if self.t_first_token_ns is None:
                 self.t_first_token_ns = recv_ns
             if msg.is_answer and self.t_first_answer_ns is None:
                 self.t_first_answer_ns = recv_ns
-            self._add_text(msg.text)
-            if chunk_seq == self._burst_seq:
-                self._burst += 1
-            else:
-                self._burst_seq, self._burst = chunk_seq, 1
-            self.max_tokens_per_read = max(self.max_tokens_per_read, self._burst)
         if msg.output_tokens is not None:
             call.output_tokens = (call.output_tokens or 0) + msg.output_tokens
         if msg.reasoning_tokens is not None:
@@ -222,22 +286,7 @@ class Timeline:
         call = ex.calls[msg.msg_id] = _Call(msg.msg_id, msg.model, msg.provider, basis)
         return call
 
-    def _add_text(self, text: str) -> None:
-        if text and self._text_len < MAX_TEXT_CHARS:
-            # Keep only what fits: one huge token must not pin megabytes until the probe ends.
-            part = text[: MAX_TEXT_CHARS - self._text_len]
-            self._text.append(part)
-            self._text_len += len(part)
-
     # ---------------------------------------------------------------- reading
-
-    @property
-    def text(self) -> str:
-        return "".join(self._text)[:MAX_TEXT_CHARS]
-
-    @property
-    def tokens(self) -> int:
-        return self._tokens_stamped + self.tokens_dropped
 
     def nodes(self) -> tuple[NodeExecution, ...]:
         """Node executions in the order they were first seen."""
@@ -266,11 +315,6 @@ class Timeline:
                 basis_ns=ex.basis_ns,
             )
             for ex in self._execs.values()
-        )
-
-    def event_log(self) -> EventLog:
-        return EventLog(
-            tuple(self._ev_ns), tuple(self._ev_name), tuple(self._ev_node), self._ev_dropped
         )
 
     def unfinished(self) -> str | None:
@@ -319,24 +363,4 @@ class Timeline:
                 )
         if self.tokens == 0:
             return Failure(FailureKind.NO_TOKENS, "the run ended without a token", phase="stream")
-        return self._expectation_failure(expect)
-
-    def _expectation_failure(self, expect: Expectations) -> Failure | None:
-        if self.tokens < expect.min_tokens:
-            return Failure(
-                FailureKind.EXPECTATION,
-                f"expected at least {expect.min_tokens} tokens, got {self.tokens}",
-            )
-        seen = {ex.node for ex in self._execs.values()}
-        missing = [n for n in expect.nodes if n not in seen]
-        if missing:
-            return Failure(
-                FailureKind.EXPECTATION,
-                f"expected nodes {missing} did not run (saw {sorted(seen)})",
-            )
-        if expect.content_regex is not None and not re.search(expect.content_regex, self.text):
-            return Failure(
-                FailureKind.EXPECTATION,
-                f"content does not match {expect.content_regex!r}",
-            )
-        return None
+        return self._expectation_failure(expect, {ex.node for ex in self._execs.values()})

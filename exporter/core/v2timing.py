@@ -18,18 +18,12 @@ What v2 allows (docs/V2.md §3):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from exporter.core.errors import FailureKind
-from exporter.core.result import CallTiming, Delivery, EventLog, Failure, NodeExecution
-from exporter.core.timing import (
-    MAX_EVENTS_LOGGED,
-    MAX_TEXT_CHARS,
-    MAX_TOKENS_STAMPED,
-    Expectations,
-)
+from exporter.core.result import CallTiming, Delivery, Failure, NodeExecution
+from exporter.core.timing import Expectations, StreamTimeline
 from exporter.core.v2events import (
     V2Event,
     V2Lifecycle,
@@ -113,42 +107,24 @@ class _Space:
     start: tuple[_Call, int, float | None] | None = None
 
 
-class V2Timeline:
+class V2Timeline(StreamTimeline):
     """Accumulates one v2 probe's measurements; `nodes()`, `delivery()` and friends read them."""
 
     def __init__(self, t_request_ns: int) -> None:
-        self.t_request_ns = t_request_ns
-        self.t_headers_ns: int | None = None
-        self.t_first_event_ns: int | None = None
-        self.t_first_token_ns: int | None = None
-        self.run_id: str | None = None
+        super().__init__(t_request_ns)
         self.graph_name: str | None = None
         self.root_status: str | None = None  # completed, failed, interrupted
         self.root_error: str | None = None
-        self.tokens_dropped = 0
-        self.max_tokens_per_read = 0
         self.notes: list[str] = []
-        self._tokens_stamped = 0
         self._execs: dict[str, _Exec] = {}
         self._spaces: dict[tuple[str, ...], _Space] = {}
         self._root_steps = 0
         self._src_ns = 0
         self._src_ts: float | None = None
         self._src_tokened = False
-        self._burst_seq = -1
-        self._burst = 0
-        self._text: list[str] = []
-        self._text_len = 0
-        self._ev_ns: list[int] = []
-        self._ev_name: list[str] = []
-        self._ev_node: list[str | None] = []
         self._ev_lag_ms: list[float] = []
-        self._ev_dropped = 0
 
     # ---------------------------------------------------------------- feeding
-
-    def headers(self, recv_ns: int) -> None:
-        self.t_headers_ns = recv_ns
 
     @property
     def ended(self) -> bool:
@@ -158,17 +134,9 @@ class V2Timeline:
     def event(self, ev: V2Event, recv_ns: int, chunk_seq: int) -> None:
         """Record one decoded v2 event that arrived at `recv_ns` in socket read `chunk_seq`."""
         ns = ev.namespace
-        node = namespace_node(ns)[0] or None
-        if len(self._ev_ns) < MAX_EVENTS_LOGGED:
-            self._ev_ns.append(recv_ns)
-            self._ev_name.append(ev.method if isinstance(ev, V2Other) else _METHOD[type(ev)])
-            self._ev_node.append(node)
-            if ev.ts_ms is not None:
-                self._ev_lag_ms.append(recv_ns / 1e6 - ev.ts_ms)
-        else:
-            self._ev_dropped += 1
-        if self.t_first_event_ns is None:
-            self.t_first_event_ns = recv_ns
+        name = ev.method if isinstance(ev, V2Other) else _METHOD[type(ev)]
+        if self._log_event(recv_ns, name, namespace_node(ns)[0] or None) and ev.ts_ms is not None:
+            self._ev_lag_ms.append(recv_ns / 1e6 - ev.ts_ms)
         if not derived(ev.source_id):  # a new source event (one chunk of a model)
             self._src_ns, self._src_ts = recv_ns, ev.ts_ms
             self._src_tokened = False
@@ -300,20 +268,11 @@ class V2Timeline:
                 call = _Call("", space.boundary_ns, space.boundary_ms)
                 ex.calls.append(call)
                 space.open_calls.append(call)
-        if self._tokens_stamped < MAX_TOKENS_STAMPED:
+        if self._count_token(ev.text, seq):
             call.token_ns.append(stamp_ns)
             call.token_ts.append(stamp_ts if stamp_ts is not None else float("nan"))
-            self._tokens_stamped += 1
-        else:
-            self.tokens_dropped += 1
         if self.t_first_token_ns is None or stamp_ns < self.t_first_token_ns:
             self.t_first_token_ns = stamp_ns
-        self._add_text(ev.text)
-        if seq == self._burst_seq:
-            self._burst += 1
-        else:
-            self._burst_seq, self._burst = seq, 1
-        self.max_tokens_per_read = max(self.max_tokens_per_read, self._burst)
 
     def _lifecycle(self, space: _Space, ns: tuple[str, ...], ev: V2Lifecycle, recv_ns: int) -> None:
         if not ns:
@@ -327,21 +286,7 @@ class V2Timeline:
         if ev.event in TERMINAL:
             self._end_exec(space, recv_ns, "failed" if ev.event == "failed" else None)
 
-    def _add_text(self, text: str) -> None:
-        if text and self._text_len < MAX_TEXT_CHARS:
-            part = text[: MAX_TEXT_CHARS - self._text_len]
-            self._text.append(part)
-            self._text_len += len(part)
-
     # ---------------------------------------------------------------- reading
-
-    @property
-    def text(self) -> str:
-        return "".join(self._text)[:MAX_TEXT_CHARS]
-
-    @property
-    def tokens(self) -> int:
-        return self._tokens_stamped + self.tokens_dropped
 
     def nodes(self) -> tuple[NodeExecution, ...]:
         """Node executions in the order they began; root supersteps without calls are left out
@@ -400,11 +345,6 @@ class V2Timeline:
 
         return convert
 
-    def event_log(self) -> EventLog:
-        return EventLog(
-            tuple(self._ev_ns), tuple(self._ev_name), tuple(self._ev_node), self._ev_dropped
-        )
-
     def delivery(self) -> Delivery:
         """Server time beside client time for the whole run (docs/V2.md §4)."""
         lags = self._ev_lag_ms
@@ -451,23 +391,12 @@ class V2Timeline:
             )
         if self.tokens == 0:
             return Failure(FailureKind.NO_TOKENS, "the run ended without a token", phase="stream")
-        if self.tokens < expect.min_tokens:
-            return Failure(
-                FailureKind.EXPECTATION,
-                f"expected at least {expect.min_tokens} tokens, got {self.tokens}",
-            )
         seen = {ex.node for ex in self._execs.values()}
-        missing = [n for n in expect.nodes if n not in seen]
-        if missing:
-            return Failure(
-                FailureKind.EXPECTATION,
-                f"expected nodes {missing} did not run (saw {sorted(seen)}; v2 names only"
-                f" subgraph nodes, root calls are {ROOT_NODE!r})",
-            )
-        if expect.content_regex is not None and not re.search(expect.content_regex, self.text):
-            return Failure(
-                FailureKind.EXPECTATION, f"content does not match {expect.content_regex!r}"
-            )
+        failure = self._expectation_failure(
+            expect, seen, f"; v2 names only subgraph nodes, root calls are {ROOT_NODE!r}"
+        )
+        if failure is not None:
+            return failure
         if interrupt_expected and self.root_status != "interrupted":
             return Failure(FailureKind.EXPECTATION, "expected the run to stop at an interrupt")
         return None

@@ -149,14 +149,7 @@ def configure_logging(settings: Settings, masker: Masker, stream: SafeStderr) ->
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            masker.processor,
-            renderer,
-        ],
+        processors=[structlog.contextvars.merge_contextvars, *_stamped(masker), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=lambda *_args: stream,
         cache_logger_on_first_use=False,
@@ -174,6 +167,17 @@ def warn_on_missing_secrets(targets: Iterable[Target]) -> None:
             log.warning("secret_missing", target=target.name, problem=problem)
 
 
+def _stamped(masker: Masker) -> list[Any]:
+    """The processors our events and libraries' stdlib lines share: level, UTC time,
+    exception text, then secrets masked last, before rendering."""
+    return [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        masker.processor,
+    ]
+
+
 class _StdlibHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler `route_stdlib_logging` installed, so a second call replaces it."""
 
@@ -185,13 +189,7 @@ def route_stdlib_logging(renderer: Any, masker: Masker, stream: Any = None) -> N
     handler = _StdlibHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[
-                structlog.stdlib.add_logger_name,
-                structlog.processors.add_log_level,
-                structlog.processors.TimeStamper(fmt="iso", utc=True),
-                structlog.processors.format_exc_info,
-                masker.processor,
-            ],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *_stamped(masker)],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )

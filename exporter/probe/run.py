@@ -17,7 +17,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any
 
 import httpx
 import orjson
@@ -28,7 +28,7 @@ from exporter.core.errors import FailureKind, HTTPStatusFailure, ProbeFailure
 from exporter.core.events import Message, RunError, decode_event
 from exporter.core.result import Failure, ProbeResult
 from exporter.core.sse import SSEDecoder
-from exporter.core.timing import Expectations, Timeline
+from exporter.core.timing import Expectations, StreamTimeline, Timeline
 from exporter.http.client import (
     Transport,
     classify_transport_error,
@@ -115,7 +115,7 @@ async def probe(
     return one.result()
 
 
-def _identity(target: Target, trace: TraceParent) -> dict[str, object]:
+def _identity(target: Target, trace: TraceParent) -> dict[str, Any]:
     """The fields every result of `target` carries, whatever happened."""
     return {
         "target": target.name,
@@ -140,7 +140,7 @@ def failed_result(
 ) -> ProbeResult:
     """The result of a probe that never got to send its request (e.g. skipped or cancelled)."""
     return ProbeResult(
-        **_identity(target, trace),  # type: ignore[arg-type]
+        **_identity(target, trace),
         t_request_ns=t0_ns,
         wall_request_ns=wall0_ns,
         t_end_ns=time.monotonic_ns(),
@@ -158,6 +158,8 @@ class _Probe:
         trace: TraceParent,
         client: httpx.AsyncClient,
         log: Callable[[str], None] | None,
+        *,
+        thread_id: str | None = None,
     ) -> None:
         self.target = target
         self.trace = trace
@@ -165,18 +167,14 @@ class _Probe:
         self.headers = request_headers(target, trace)
         self._secrets = sent_secrets(target, self.headers)
         self._log = log
-        self.t_start_ns = time.monotonic_ns()
-        self.wall_start_ns = time.time_ns()
-        self.timeline = Timeline(self.t_start_ns)
-        self.phases = _Phases()
+        self.restart_clock()
         self.stream_mode = _stream_mode_for(target)
         self.content_encoding: str | None = None
         self.failure: Failure | None = None
-        self.thread_id: str | None = None
+        self.thread_id = thread_id
         self.location_run_id: str | None = None  # known from the headers, before `metadata`
         self.http_status: int | None = None
         self.tls_cert_not_after_s: float | None = None
-        self.decoder = SSEDecoder()
         self.clean_eof = False
         self.t_end_ns: int | None = None
         self.log: list[str] = []
@@ -201,6 +199,14 @@ class _Probe:
         self.decoder = SSEDecoder()
         self.phases = _Phases()
 
+    def stream_request(self, path: str, body: object) -> httpx.Request:
+        """The `POST` to `path` that opens the stream; the clock restarts once it is built."""
+        request = self.client.build_request(
+            "POST", self.target.url + path, content=orjson.dumps(body), headers=self.headers
+        )
+        self.restart_clock()
+        return request
+
     def connection_phases(self, response: httpx.Response) -> None:
         """Take the transport's connection stamps; t_request becomes the moment the request
         was written to the open connection (README "How it measures")."""
@@ -214,6 +220,35 @@ class _Probe:
         if isinstance(written, int) and written >= self.t_start_ns:
             self.timeline.request_written(written)
 
+    def masked(self, verdict: Failure | None) -> Failure | None:
+        """A timeline's verdict with secrets masked: e.g. an `event: error` message may quote
+        the request."""
+        if verdict is None:
+            return None
+        return dataclasses.replace(verdict, message=self.mask(verdict.message))
+
+    def measured(self, tl: StreamTimeline, failure: Failure | None) -> dict[str, Any]:
+        """The `ProbeResult` fields both protocols fill the same way, from `tl` and the probe."""
+        return {
+            **_identity(self.target, self.trace),
+            "t_request_ns": tl.t_request_ns,
+            "wall_request_ns": self.wall_start_ns + (tl.t_request_ns - self.t_start_ns),
+            "t_end_ns": self.t_end_ns or time.monotonic_ns(),
+            "failure": failure,
+            "thread_id": self.thread_id,
+            "http_status": self.http_status,
+            "t_headers_ns": tl.t_headers_ns,
+            "t_first_event_ns": tl.t_first_event_ns,
+            "t_first_token_ns": tl.t_first_token_ns,
+            "nodes": tl.nodes(),
+            "events": tl.event_log(),
+            "heartbeats": self.decoder.comments,
+            "bytes_read": self.decoder.bytes_read,
+            "max_tokens_per_read": tl.max_tokens_per_read,
+            "text": tl.text,
+            "log": tuple(self.log),
+        }
+
     def fail(self, exc: ProbeFailure) -> None:
         if self.failure is None:
             self.failure = Failure(
@@ -226,33 +261,12 @@ class _Probe:
 
     def result(self) -> ProbeResult:
         tl = self.timeline
-        end = self.t_end_ns or time.monotonic_ns()
-        failure = self.failure
-        if failure is None:
-            failure = tl.verdict(_expectations(self.target))
-            if failure is not None:  # e.g. an `event: error` message quoting the request
-                failure = dataclasses.replace(failure, message=self.mask(failure.message))
+        failure = self.failure or self.masked(tl.verdict(_expectations(self.target)))
         failure = explain_ending(failure, self.run_ending, self.target.expect.interrupt)
         ph = self.phases
         return ProbeResult(
-            **_identity(self.target, self.trace),  # type: ignore[arg-type]
-            t_request_ns=tl.t_request_ns,
-            wall_request_ns=self.wall_start_ns + (tl.t_request_ns - self.t_start_ns),
-            t_end_ns=end,
-            failure=failure,
+            **self.measured(tl, failure),
             run_id=tl.run_id or self.location_run_id,
-            thread_id=self.thread_id,
-            http_status=self.http_status,
-            t_headers_ns=tl.t_headers_ns,
-            t_first_event_ns=tl.t_first_event_ns,
-            t_first_token_ns=tl.t_first_token_ns,
-            nodes=tl.nodes(),
-            events=tl.event_log(),
-            heartbeats=self.decoder.comments,
-            bytes_read=self.decoder.bytes_read,
-            max_tokens_per_read=tl.max_tokens_per_read,
-            text=tl.text,
-            log=tuple(self.log),
             run_status=self.run_ending,
             interrupted=self.run_ending == "interrupted",
             t_start_ns=self.t_start_ns,
@@ -293,47 +307,21 @@ class _Probe:
             await self._attempt()
 
     async def _attempt(self) -> None:
-        target, client, headers = self.target, self.client, self.headers
+        target, client = self.target, self.client
         path = (
             "/runs/stream" if self.thread_id is None else f"/threads/{self.thread_id}/runs/stream"
         )
-        request = client.build_request(
-            "POST",
-            target.url + path,
-            content=orjson.dumps(request_body(target, self.stream_mode)),
-            headers=headers,
-        )
-        self.restart_clock()
+        request = self.stream_request(path, request_body(target, self.stream_mode))
         tl = self.timeline
         deadlines = Deadlines.start(target.timeout, tl.t_request_ns)
         response: httpx.Response | None = None
-        streaming = False
-        watchdog: _Watchdog | None = None
+        watchdog: _Watchdog | None = None  # set once the stream is being read
         try:
             async with asyncio.timeout(deadlines.headers_s) as timer:
                 response = await client.send(request, stream=True)
                 self.connection_phases(response)
-                tl.headers(headers_arrival_ns(response))
-                self.http_status = response.status_code
                 self.tls_cert_not_after_s = tls_cert_not_after_s(response)
-                self.say(
-                    f"POST {path}: HTTP {response.status_code} after {_ms(tl.t_headers_ns, tl)}"
-                )
-                if response.status_code >= 300:
-                    detail = await response_excerpt(response)
-                    if _rejects_tasks(response.status_code, detail, self.stream_mode):
-                        raise _StreamModeRejected(f"HTTP {response.status_code}: {detail}")
-                    raise HTTPStatusFailure(
-                        response.status_code, f"HTTP {response.status_code}: {detail}", detail
-                    )
-                ctype = response.headers.get("content-type", "")
-                if ctype.partition(";")[0].strip().lower() != "text/event-stream":
-                    detail = await response_excerpt(response)
-                    raise ProbeFailure(
-                        f"expected text/event-stream, got {ctype!r}: {detail}",
-                        kind=FailureKind.NOT_SSE,
-                        phase="headers",
-                    )
+                await self.expect_event_stream(response, tl, path, self._refuse_stream_mode)
                 encoding = content_encoding(response)
                 if encoding is not None:
                     self.content_encoding = encoding  # the result's buffered verdict says so
@@ -350,15 +338,11 @@ class _Probe:
                 _, self.location_run_id = _ids_from_location(
                     response.headers.get("content-location")
                 )
-                streaming = True
                 decoder = self.decoder
-                timer.reschedule(None)  # from here on the watchdog decides when it expires
                 # The stream's deadlines count from t_request, which the transport may have
                 # moved to the request write (after connect and TLS).
                 deadlines = Deadlines.start(target.timeout, tl.t_request_ns)
-                watchdog = _Watchdog(timer, deadlines, tl, tl.t_headers_ns or tl.t_request_ns)
-                watchdog.arm()
-                wd = watchdog
+                watchdog = wd = self.start_watchdog(timer, deadlines, tl)
 
                 def on_read(recv_ns: int, chunk: bytes) -> None:
                     """One socket read, stamped at its arrival, then decoded and timed."""
@@ -371,8 +355,7 @@ class _Probe:
                         elif isinstance(ev, Message) and ev.is_token and tl.tokens == 1:
                             self.say(f"first token from {ev.node} after {_ms(recv_ns, tl)}")
                     if not wd.heartbeats_seen and decoder.comments:
-                        wd.heartbeats_seen = True  # the idle deadline applies from now on
-                        wd.rearm()
+                        wd.heartbeat()
 
                 await consume_body(response, on_read)
                 self.t_end_ns = time.monotonic_ns()
@@ -382,30 +365,78 @@ class _Probe:
                     )
                 self.clean_eof = True
                 self.say(f"stream ended after {_ms(self.t_end_ns, tl)}, {tl.tokens} tokens")
-        except TimeoutError:
-            self.t_end_ns = time.monotonic_ns()
-            if not streaming or watchdog is None:
-                self.fail(
-                    ProbeFailure(
-                        f"deadline: no response headers within {deadlines.headers_s:g}s",
-                        kind=FailureKind.DEADLINE,
-                        phase="headers",
-                    )
-                )
-            else:
-                self.fail(deadlines.failure(watchdog.which))
-        except ProbeFailure as exc:
-            self.t_end_ns = self.t_end_ns or time.monotonic_ns()
-            self.fail(exc)
-        except transport_errors() as exc:
-            self.t_end_ns = time.monotonic_ns()
-            self.fail(classify_transport_error(exc, streaming=streaming))
         except _StreamModeRejected:
             raise
-        except (
-            Exception
-        ) as exc:  # a bug of ours: reported as `internal`, never raised to the caller
-            self.t_end_ns = time.monotonic_ns()
+        except Exception as exc:
+            self.stopped_by(exc, deadlines, watchdog)
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            if response is not None:
+                await response.aclose()
+        self.say_failure()
+
+    def _refuse_stream_mode(self, status: int, detail: str) -> None:
+        """An older server's answer to `tasks` in `stream_mode` (docs/WIRE.md §12)."""
+        if _rejects_tasks(status, detail, self.stream_mode):
+            raise _StreamModeRejected(f"HTTP {status}: {detail}")
+
+    async def expect_event_stream(
+        self,
+        response: httpx.Response,
+        tl: StreamTimeline,
+        path: str,
+        refuse: Callable[[int, str], None] | None = None,
+    ) -> None:
+        """Record the response's headers (arrival on `tl`, status) and check that they open an
+        event stream.
+
+        Raises `HTTPStatusFailure` for a status of 300 or more (after `refuse(status, detail)`,
+        which may raise an exception of its own), `ProbeFailure` (`not_sse`) for another
+        content type.
+        """
+        tl.headers(headers_arrival_ns(response))
+        self.http_status = status = response.status_code
+        self.say(f"POST {path}: HTTP {status} after {_ms(tl.t_headers_ns, tl)}")
+        if status >= 300:
+            detail = await response_excerpt(response)
+            if refuse is not None:
+                refuse(status, detail)
+            raise HTTPStatusFailure(status, f"HTTP {status}: {detail}", detail)
+        ctype = response.headers.get("content-type", "")
+        if ctype.partition(";")[0].strip().lower() != "text/event-stream":
+            detail = await response_excerpt(response)
+            raise ProbeFailure(
+                f"expected text/event-stream, got {ctype!r}: {detail}",
+                kind=FailureKind.NOT_SSE,
+                phase="headers",
+            )
+
+    def start_watchdog(
+        self, timer: asyncio.Timeout, deadlines: Deadlines, tl: StreamTimeline
+    ) -> _Watchdog:
+        """Hand the stream's timer to a watchdog: from the headers on, it decides when the
+        timer expires (docs/PERFORMANCE.md)."""
+        timer.reschedule(None)
+        watchdog = _Watchdog(timer, deadlines, tl, tl.t_headers_ns or tl.t_request_ns)
+        watchdog.arm()
+        return watchdog
+
+    def stopped_by(self, exc: Exception, deadlines: Deadlines, watchdog: _Watchdog | None) -> None:
+        """Record why the request or its stream stopped early: a deadline (`TimeoutError`;
+        `watchdog` None: before the stream), a fault of the target or the network, or a bug of
+        ours (reported as `internal`, never raised to the caller)."""
+        now_ns = time.monotonic_ns()
+        if isinstance(exc, ProbeFailure):
+            self.t_end_ns = self.t_end_ns or now_ns  # a stream that ended early set it
+            self.fail(exc)
+            return
+        self.t_end_ns = now_ns
+        if isinstance(exc, TimeoutError):
+            self.fail(self.timed_out(deadlines, watchdog))
+        elif isinstance(exc, transport_errors()):
+            self.fail(classify_transport_error(exc, streaming=watchdog is not None))
+        else:
             self.fail(
                 ProbeFailure(
                     f"internal error: {type(exc).__name__}: {exc}",
@@ -413,11 +444,19 @@ class _Probe:
                     error_type=type(exc).__name__,
                 )
             )
-        finally:
-            if watchdog is not None:
-                watchdog.cancel()
-            if response is not None:
-                await response.aclose()
+
+    def timed_out(self, deadlines: Deadlines, watchdog: _Watchdog | None) -> ProbeFailure:
+        """The failure of a stream timer that expired: the headers' deadline, or the one the
+        watchdog last armed."""
+        if watchdog is None:
+            return ProbeFailure(
+                f"deadline: no response headers within {deadlines.headers_s:g}s",
+                kind=FailureKind.DEADLINE,
+                phase="headers",
+            )
+        return deadlines.failure(watchdog.which)
+
+    def say_failure(self) -> None:
         if self.failure is not None:
             self.say(f"failed ({self.failure.kind.value}): {self.failure.message}")
 
@@ -439,20 +478,36 @@ class _Probe:
         ):
             # Before any cancel of ours: the legacy stream just ends on a job timeout or an
             # interrupt, only the stored status says why (docs/V2.md §6).
-            self.run_ending = await threads.run_ending(
-                self.client, self.target, self.headers, self.thread_id, run_id
-            )
-            self.say(f"run {run_id} ended: {self.run_ending or 'unknown'}")
+            await self.ask_run_ending(self.thread_id, run_id)
+        await self.clean_up_run(
+            self.thread_id or self.timeline.server_thread_id,
+            self.timeline.run_id or self.location_run_id,
+            finished=finished,
+            delete=self.target.mode == "thread",
+        )
+
+    async def clean_up_run(
+        self, thread_id: str | None, run_id: str | None, *, finished: bool, delete: bool
+    ) -> None:
+        """Cancel the run unless it `finished`; delete the thread if `delete` (threads.py)."""
         await threads.clean_up(
             self.client,
             self.target,
             self.headers,
-            thread_id=self.thread_id or self.timeline.server_thread_id,
-            run_id=self.timeline.run_id or self.location_run_id,
+            thread_id=thread_id,
+            run_id=run_id,
             run_finished=finished,
-            delete=self.target.mode == "thread",
+            delete=delete,
             say=self.say,
         )
+
+    async def ask_run_ending(self, thread_id: str, run_id: str) -> None:
+        """Ask the server why the run ended (its stored status), unless that is known."""
+        if self.run_ending is None:
+            self.run_ending = await threads.run_ending(
+                self.client, self.target, self.headers, thread_id, run_id
+            )
+        self.say(f"run {run_id} ended: {self.run_ending or 'unknown'}")
 
 
 #: Why a run ended (threads.RUN_ENDINGS) -> what the failure message says.
@@ -523,15 +578,6 @@ def _expectations(target: Target) -> Expectations:
     return Expectations(e.min_tokens, tuple(e.nodes), e.content_regex)
 
 
-class _Progress(Protocol):
-    """What the watchdog reads of a timeline (legacy `Timeline` or `V2Timeline`)."""
-
-    @property
-    def t_first_event_ns(self) -> int | None: ...
-    @property
-    def t_first_token_ns(self) -> int | None: ...
-
-
 class _Watchdog:
     """Expires the stream's timer once the nearest deadline has really passed.
 
@@ -544,7 +590,7 @@ class _Watchdog:
         self,
         timer: asyncio.Timeout,
         deadlines: Deadlines,
-        timeline: _Progress,
+        timeline: StreamTimeline,
         last_ns: int,
     ) -> None:
         self._loop = asyncio.get_running_loop()
@@ -570,6 +616,11 @@ class _Watchdog:
         else:
             self._handle = self._loop.call_later(wait_s, self.arm)
 
+    def heartbeat(self) -> None:
+        """The first heartbeat comment: the idle deadline applies from now on."""
+        self.heartbeats_seen = True
+        self.rearm()
+
     def rearm(self) -> None:
         """Re-evaluate now: a deadline that did not apply before may be the nearest."""
         self.cancel()
@@ -581,5 +632,5 @@ class _Watchdog:
             self._handle = None
 
 
-def _ms(ns: int | None, tl: Timeline) -> str:
+def _ms(ns: int | None, tl: StreamTimeline) -> str:
     return "?" if ns is None else f"{(ns - tl.t_request_ns) / 1e6:.1f} ms"

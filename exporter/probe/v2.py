@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 import uuid
 from collections.abc import Callable
@@ -25,16 +24,10 @@ from exporter.core.errors import FailureKind, HTTPStatusFailure, ProbeFailure
 from exporter.core.result import ProbeResult
 from exporter.core.v2events import decode_v2_event
 from exporter.core.v2timing import V2Timeline
-from exporter.http.client import (
-    classify_transport_error,
-    consume_body,
-    headers_arrival_ns,
-    response_excerpt,
-    transport_errors,
-)
+from exporter.http.client import consume_body
 from exporter.probe import threads
 from exporter.probe.request import TraceParent, run_start_command
-from exporter.probe.run import _expectations, _identity, _ms, _Probe, _Watchdog, explain_ending
+from exporter.probe.run import _expectations, _ms, _Probe, _Watchdog, explain_ending
 
 __all__ = ["CHANNELS", "probe_v2", "unsupported"]
 
@@ -64,7 +57,7 @@ async def probe_v2(
     log: Callable[[str], None] | None = None,
 ) -> ProbeResult:
     """Run one v2 probe of `target` on `client` (never raises for the target's faults)."""
-    one = _V2Probe(target, trace, client, log)
+    one = _V2Probe(target, trace, client, log, thread_id=str(uuid.uuid4()))
     try:
         await one.run_v2()
     finally:
@@ -97,67 +90,33 @@ def _command_error(body: bytes) -> _CommandRefused | None:
 
 
 class _V2Probe(_Probe):
-    """A `_Probe` whose run is a v2 subscription plus a `run.start` command."""
+    """A `_Probe` whose run is a v2 subscription plus a `run.start` command, on a thread the
+    probe minted (`thread_id`)."""
 
-    def __init__(
-        self,
-        target: Target,
-        trace: TraceParent,
-        client: httpx.AsyncClient,
-        log: Callable[[str], None] | None,
-    ) -> None:
-        super().__init__(target, trace, client, log)
+    refused_code: str | None = None  # `run.start`'s `error` code when it refused
+    ended_by_status = False  # the stored run status ended the read, not a lifecycle event
+    _status_check: asyncio.Task[None] | None = None
+
+    def restart_clock(self) -> None:
+        super().restart_clock()
         self.v2 = V2Timeline(self.timeline.t_request_ns)
-        self.thread_id = str(uuid.uuid4())
-        self.refused_code: str | None = None
-        self.ended_by_status = False
-        self._status_check: asyncio.Task[None] | None = None
 
     async def run_v2(self) -> None:
         """Subscribe, start the run, read to the root lifecycle's end; nothing raised."""
-        target, client, headers = self.target, self.client, self.headers
-        tid = self.thread_id
-        assert tid is not None
-        path = f"/threads/{tid}/stream/events"
-        subscribe = client.build_request(
-            "POST",
-            target.url + path,
-            content=orjson.dumps({"channels": list(CHANNELS)}),
-            headers=headers,
-        )
-        self.restart_clock()
-        tl = self.v2 = V2Timeline(self.timeline.t_request_ns)
+        target, client = self.target, self.client
+        path = f"/threads/{self.thread_id}/stream/events"
+        subscribe = self.stream_request(path, {"channels": list(CHANNELS)})
+        tl = self.v2
         deadlines = Deadlines.start(target.timeout, tl.t_request_ns)
         response: httpx.Response | None = None
-        streaming = False
-        watchdog: _Watchdog | None = None
+        watchdog: _Watchdog | None = None  # set once the stream is being read
         reader: asyncio.Task[None] | None = None
         try:
             async with asyncio.timeout(deadlines.headers_s) as timer:
                 response = await client.send(subscribe, stream=True)
-                tl.headers(headers_arrival_ns(response))
-                self.http_status = response.status_code
-                after = _ms(tl.t_headers_ns, self.timeline)
-                self.say(f"POST {path}: HTTP {response.status_code} after {after}")
-                if response.status_code >= 300:
-                    detail = await response_excerpt(response)
-                    raise HTTPStatusFailure(
-                        response.status_code, f"HTTP {response.status_code}: {detail}", detail
-                    )
-                ctype = response.headers.get("content-type", "")
-                if ctype.partition(";")[0].strip().lower() != "text/event-stream":
-                    detail = await response_excerpt(response)
-                    raise ProbeFailure(
-                        f"expected text/event-stream, got {ctype!r}: {detail}",
-                        kind=FailureKind.NOT_SSE,
-                        phase="headers",
-                    )
-                streaming = True
+                await self.expect_event_stream(response, tl, path)
                 decoder = self.decoder
-                timer.reschedule(None)
-                watchdog = _Watchdog(timer, deadlines, tl, tl.t_headers_ns or tl.t_request_ns)
-                watchdog.arm()
-                wd = watchdog
+                watchdog = wd = self.start_watchdog(timer, deadlines, tl)
 
                 def on_read(recv_ns: int, chunk: bytes) -> None:
                     """One socket read, stamped at its arrival, then decoded and timed."""
@@ -169,8 +128,7 @@ class _V2Probe(_Probe):
                         raise _RootEnded
                     if decoder.comments != heartbeats:
                         if not wd.heartbeats_seen:
-                            wd.heartbeats_seen = True
-                            wd.rearm()
+                            wd.heartbeat()
                         self._check_status(timer)
 
                 reader = asyncio.create_task(consume_body(response, on_read))
@@ -188,48 +146,14 @@ class _V2Probe(_Probe):
                 self.t_end_ns = time.monotonic_ns()
                 self.clean_eof = True
                 self.say(
-                    f"lifecycle {tl.root_status} after {_ms(self.t_end_ns, self.timeline)},"
+                    f"lifecycle {tl.root_status} after {_ms(self.t_end_ns, tl)},"
                     f" {tl.tokens} tokens; closing the stream"
                 )
-        except TimeoutError:
-            self.t_end_ns = time.monotonic_ns()
-            if self.ended_by_status:
-                self.fail(
-                    ProbeFailure(
-                        "the run ended without a lifecycle event",
-                        kind=FailureKind.INCOMPLETE,
-                        phase="stream",
-                    )
-                )
-            elif not streaming or watchdog is None:
-                self.fail(
-                    ProbeFailure(
-                        f"deadline: no response headers within {deadlines.headers_s:g}s",
-                        kind=FailureKind.DEADLINE,
-                        phase="headers",
-                    )
-                )
-            else:
-                self.fail(deadlines.failure(watchdog.which))
         except _CommandRefused as exc:
-            self.t_end_ns = time.monotonic_ns()
             self.refused_code = exc.code
-            self.fail(exc)
-        except ProbeFailure as exc:
-            self.t_end_ns = self.t_end_ns or time.monotonic_ns()
-            self.fail(exc)
-        except transport_errors() as exc:
-            self.t_end_ns = time.monotonic_ns()
-            self.fail(classify_transport_error(exc, streaming=streaming))
-        except Exception as exc:  # a bug of ours: reported as `internal`, never raised
-            self.t_end_ns = time.monotonic_ns()
-            self.fail(
-                ProbeFailure(
-                    f"internal error: {type(exc).__name__}: {exc}",
-                    kind=FailureKind.INTERNAL,
-                    error_type=type(exc).__name__,
-                )
-            )
+            self.stopped_by(exc, deadlines, watchdog)
+        except Exception as exc:
+            self.stopped_by(exc, deadlines, watchdog)
         finally:
             if watchdog is not None:
                 watchdog.cancel()
@@ -240,8 +164,16 @@ class _V2Probe(_Probe):
                         await task
             if response is not None:
                 await response.aclose()
-        if self.failure is not None:
-            self.say(f"failed ({self.failure.kind.value}): {self.failure.message}")
+        self.say_failure()
+
+    def timed_out(self, deadlines: Deadlines, watchdog: _Watchdog | None) -> ProbeFailure:
+        if self.ended_by_status:  # `_check_status` stopped the read: no lifecycle event came
+            return ProbeFailure(
+                "the run ended without a lifecycle event",
+                kind=FailureKind.INCOMPLETE,
+                phase="stream",
+            )
+        return super().timed_out(deadlines, watchdog)
 
     async def _start_run(self) -> None:
         """`run.start`; raises `_CommandRefused`, or `ProbeFailure` for HTTP-level errors."""
@@ -295,60 +227,30 @@ class _V2Probe(_Probe):
         tl = self.v2
         run_id = tl.run_id
         if run_id is not None and self.thread_id is not None and not tl.ended:
-            if self.run_ending is None:
-                self.run_ending = await threads.run_ending(
-                    self.client, self.target, self.headers, self.thread_id, run_id
-                )
-            self.say(f"run {run_id} ended: {self.run_ending or 'unknown'}")
-        await threads.clean_up(
-            self.client,
-            self.target,
-            self.headers,
-            thread_id=self.thread_id,
-            run_id=run_id,
-            run_finished=tl.ended or self.run_ending not in (None, "pending", "running"),
+            await self.ask_run_ending(self.thread_id, run_id)
+        await self.clean_up_run(
+            self.thread_id,
+            run_id,
+            finished=tl.ended or self.run_ending not in (None, "pending", "running"),
             delete=True,
-            say=self.say,
         )
 
     def result_v2(self) -> ProbeResult:
         tl = self.v2
-        end = self.t_end_ns or time.monotonic_ns()
-        failure = self.failure
-        if failure is None:
-            failure = tl.verdict(
-                _expectations(self.target), interrupt_expected=self.target.expect.interrupt
-            )
-            if failure is not None:
-                failure = dataclasses.replace(failure, message=self.mask(failure.message))
+        expect = _expectations(self.target)
+        interrupt = self.target.expect.interrupt
+        failure = self.failure or self.masked(tl.verdict(expect, interrupt_expected=interrupt))
         ending = self.run_ending
         if tl.root_status is not None:
             ending = {"completed": "success", "failed": "error"}.get(tl.root_status, tl.root_status)
         if tl.root_status is None:
             failure = explain_ending(failure, ending, self.target.expect.interrupt)
-        delivery = tl.delivery()
         return ProbeResult(
-            **_identity(self.target, self.trace),  # type: ignore[arg-type]
-            t_request_ns=tl.t_request_ns,
-            wall_request_ns=self.wall_start_ns + (tl.t_request_ns - self.t_start_ns),
-            t_end_ns=end,
-            failure=failure,
+            **self.measured(tl, failure),
             run_id=tl.run_id,
-            thread_id=self.thread_id,
-            http_status=self.http_status,
-            t_headers_ns=tl.t_headers_ns,
-            t_first_event_ns=tl.t_first_event_ns,
-            t_first_token_ns=tl.t_first_token_ns,
-            nodes=tl.nodes(),
-            events=tl.event_log(),
-            heartbeats=self.decoder.comments,
-            bytes_read=self.decoder.bytes_read,
-            max_tokens_per_read=tl.max_tokens_per_read,
-            text=tl.text,
-            log=tuple(self.log),
             protocol="v2",
             run_status=ending,
             interrupted=ending == "interrupted",
-            delivery=delivery,
+            delivery=tl.delivery(),
             notes=tuple(tl.notes),
         )
