@@ -48,13 +48,19 @@ from exporter.config import (
 )
 from exporter.core.errors import ConfigError
 from exporter.core.result import ProbeResult
+from exporter.core.shard import ordinal_from_hostname, shard_members
 from exporter.daemon.scheduler import Scheduler
 from exporter.daemon.web import Handlers, make_app
 from exporter.http.client import client_for
 from exporter.probe import TraceParent, probe
 from exporter.probe.request import request_headers
 from exporter.probe.threads import sweep_orphaned_threads
-from exporter.runtime import freeze_startup_objects, run_async, share_gil_finely
+from exporter.runtime import (
+    collector_paused,
+    freeze_startup_objects,
+    run_async,
+    share_gil_finely,
+)
 from exporter.sinks import Sink, SinkSet
 from exporter.sinks.log import History, LogSink, summary
 from exporter.sinks.prometheus import PrometheusSink, probe_exposition
@@ -237,10 +243,13 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self.config_path = config_path
-        self.config = config
+        self.shard = resolve_shard(settings, socket.gethostname())
+        self.prometheus = PrometheusSink(
+            max_nodes_per_target=settings.max_nodes_per_target, location=settings.location
+        )
+        self.config = self._my_shard(config)
         self.masker = Masker()
-        self.masker.update(config.targets)
-        self.prometheus = PrometheusSink(max_nodes_per_target=settings.max_nodes_per_target)
+        self.masker.update(self.config.targets)
         self.history = History(settings.history_size)
         if log_stream is not None:
             log_stream.on_failure = lambda: self.prometheus.count_sink_error("log")
@@ -249,7 +258,10 @@ class Daemon:
         if settings.otlp == "on" or (settings.otlp == "auto" and otlp_configured()):
             from exporter.sinks.otlp import OTLPSink
 
-            self.otlp = OTLPSink(on_export_failure=lambda: self.prometheus.count_sink_error("otlp"))
+            self.otlp = OTLPSink(
+                on_export_failure=lambda: self.prometheus.count_sink_error("otlp"),
+                location=settings.location,
+            )
             sinks.append(self.otlp)
         self.sinks = SinkSet(sinks, on_error=self._sink_error)
         # Blackbox-style `/probe?format=prometheus`: every sink but the SLO series.
@@ -265,6 +277,17 @@ class Daemon:
     def _sink_error(self, sink: str, exc: Exception) -> None:
         self.prometheus.count_sink_error(sink)
         log.error("sink_failed", sink=sink, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+
+    def _my_shard(self, config: Config) -> Config:
+        """The targets of this replica's shard (all of them with one shard; docs/SCALING.md)."""
+        shards = self.settings.shards
+        names = shard_members((t.name for t in config.targets), self.shard, shards)
+        mine = set(names)
+        own = config.model_copy(
+            update={"targets": tuple(t for t in config.targets if t.name in mine)}
+        )
+        self.prometheus.set_shard(self.shard, shards, len(own.targets), len(config.targets))
+        return own
 
     def _declare(self, config: Config) -> None:
         for t in config.targets:
@@ -283,6 +306,7 @@ class Daemon:
                     f"{exc.path}: {p}" for p in exc.problems
                 )
             assert self.scheduler is not None
+            config = self._my_shard(config)
             self.config = config
             self.masker.update(config.targets)
             warn_on_open_secret_files(config.targets)
@@ -378,6 +402,13 @@ class Daemon:
                 log.error("orphan_sweep_failed", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(self.settings.orphan_sweep_interval)
 
+    async def _refresh_exposition(self) -> None:
+        """Render changed targets' `/metrics` blocks once a second, off the loop, so a scrape
+        only joins ready bytes (docs/PERFORMANCE.md "Daemon scale")."""
+        while True:
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(_refresh, self.prometheus)
+
     async def run(self, sock: socket.socket) -> int:
         """Serve on the bound `sock` until a signal; returns the exit status."""
         host, port = sock.getsockname()[:2]
@@ -392,6 +423,7 @@ class Daemon:
         self.prometheus.in_flight = lambda: scheduler.in_flight
         handlers = Handlers(
             registry=self.prometheus.registry,
+            exposition=self.prometheus.exposition,
             ready=lambda: self._ready,
             reload=self.reload,
             run_probe=self._run_probe,
@@ -440,6 +472,7 @@ class Daemon:
             targets=[t.name for t in self.config.targets],
             otlp=self.otlp is not None,
         )
+        renderer = asyncio.create_task(self._refresh_exposition(), name="exposition")
         sweeper = (
             asyncio.create_task(self._sweep_forever(), name="orphan-sweep")
             if self.settings.orphan_sweep
@@ -449,6 +482,7 @@ class Daemon:
         await asyncio.wait({web, stopper}, return_when=asyncio.FIRST_COMPLETED)
         # 1. Stop accepting work: no new probes, readiness off.
         self._ready = False
+        renderer.cancel()
         if sweeper is not None:
             sweeper.cancel()
         scheduler.stop_scheduling()
@@ -462,6 +496,31 @@ class Daemon:
         await asyncio.to_thread(self.sinks.close)
         log.info("exporter_stopped")
         return 0
+
+
+def _refresh(sink: PrometheusSink) -> None:
+    with collector_paused():
+        sink.refresh()
+
+
+def resolve_shard(settings: Settings, hostname: str) -> int:
+    """This replica's shard: `LGSE_SHARD`, or with `auto` the ordinal ending `hostname`.
+
+    Raises SettingsError naming the variable when the shard is not below `LGSE_SHARDS` or the
+    hostname has no ordinal.
+    """
+    if settings.shard == "auto":
+        try:
+            shard = ordinal_from_hostname(hostname)
+        except ValueError as exc:
+            raise SettingsError([f"LGSE_SHARD='auto': {exc}"]) from exc
+    else:
+        shard = int(settings.shard)
+    if shard >= settings.shards:
+        raise SettingsError(
+            [f"LGSE_SHARD={shard}: must be below LGSE_SHARDS={settings.shards} (0-based)"]
+        )
+    return shard
 
 
 async def _probe(
@@ -488,6 +547,7 @@ def serve(*, config_path: str | None, listen: str | None) -> int:
     """Entry point of `langgraph-stream-exporter run`; returns the exit status."""
     try:
         settings = load_settings()
+        resolve_shard(settings, socket.gethostname())
     except SettingsError as exc:
         for problem in exc.problems:
             sys.stderr.write(f"langgraph-stream-exporter: error: {problem}\n")

@@ -2,7 +2,7 @@
 
 | path | what |
 | --- | --- |
-| `GET /metrics` | Prometheus text format, or OpenMetrics (with exemplars) when the scraper asks |
+| `GET /metrics` | Prometheus text, or OpenMetrics (exemplars) when asked; gzip when accepted |
 | `GET /healthz` | 200 while the process runs |
 | `GET /readyz` | 200 once a config is loaded and probes are scheduled; 503 while shutting down |
 | `POST /-/reload` | reload the targets file (also SIGHUP); 500 with the problems if invalid |
@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from prometheus_client.exposition import choose_encoder
 from exporter.daemon.pages import index_page
 from exporter.runtime import collector_paused
 
-__all__ = ["Handlers", "make_app"]
+__all__ = ["Handlers", "accepts_gzip", "make_app"]
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -55,6 +56,9 @@ class Handlers:
     run_probe_metrics: Callable[[str], Awaitable[bytes | None]] | None = None
     # `/-/probes/<id>`: one kept result; None when unknown.
     probe_detail: Callable[[str], dict[str, Any] | None] | None = None
+    # `/metrics` from cached per-target blocks: (openmetrics, gzip) -> body. None: the
+    # registry is rendered by prometheus_client on every scrape.
+    exposition: Callable[..., bytes] | None = None
 
 
 async def _respond(
@@ -78,10 +82,44 @@ def _json(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n"
 
 
-def _render(encoder: Callable[[CollectorRegistry], bytes], registry: CollectorRegistry) -> bytes:
-    """Render an exposition with the cycle collector paused (see `exporter.runtime`)."""
+def accepts_gzip(accept_encoding: str) -> bool:
+    """True when an `Accept-Encoding` value admits gzip (RFC 9110 §12.5.3; `q=0` refuses)."""
+    for item in accept_encoding.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() not in ("gzip", "x-gzip", "*"):
+            continue
+        q = params.strip().lower()
+        if q.startswith("q="):
+            try:
+                return float(q[2:]) > 0
+            except ValueError:
+                return False
+        return True
+    return False
+
+
+def _render_metrics(h: Handlers, accept: str, gzip_ok: bool) -> tuple[bytes, str]:
+    """The `/metrics` body and its content type; in a thread, with the collector paused."""
+    encoder, content_type = choose_encoder(accept)
     with collector_paused():
-        return encoder(registry)
+        if h.exposition is not None:
+            openmetrics = content_type.startswith("application/openmetrics-text")
+            return h.exposition(openmetrics=openmetrics, gzip=gzip_ok), content_type
+        body = encoder(h.registry)
+        return (gzip.compress(body, 1) if gzip_ok else body), content_type
+
+
+async def _respond_metrics(send: Send, body: bytes, content_type: str, gzipped: bool) -> None:
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        (b"vary", b"accept-encoding"),
+    ]
+    if gzipped:
+        headers.append((b"content-encoding", b"gzip"))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def make_app(h: Handlers) -> App:
@@ -103,15 +141,18 @@ def make_app(h: Handlers) -> App:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         json_type = "application/json"
         if path == "/metrics" and method in ("GET", "HEAD"):
-            accept = ""
+            accept = accept_encoding = ""
             for name, value in scope.get("headers", []):
                 if name == b"accept":
                     accept = value.decode("latin-1")
-            encoder, content_type = choose_encoder(accept)
-            # NOTE: in a thread, not on the loop: a large exposition takes ~100 ms to render,
-            # and every token read meanwhile by a running probe would be stamped that late.
-            body = await asyncio.to_thread(_render, encoder, h.registry)
-            await _respond(send, 200, body, content_type)
+                elif name == b"accept-encoding":
+                    accept_encoding = value.decode("latin-1")
+            gzip_ok = accepts_gzip(accept_encoding)
+            # NOTE: in a thread, not on the loop: rendering (or joining and compressing) a
+            # large exposition takes tens of ms, and every token read meanwhile by a running
+            # probe would be stamped that late (docs/PERFORMANCE.md "Daemon scale").
+            body, content_type = await asyncio.to_thread(_render_metrics, h, accept, gzip_ok)
+            await _respond_metrics(send, body, content_type, gzip_ok)
         elif path == "/healthz":
             await _respond(send, 200, b"ok\n")
         elif path == "/readyz":

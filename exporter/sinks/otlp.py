@@ -51,6 +51,7 @@ LANGGRAPH_RUN_ID: Final = "langgraph.run_id"
 LANGGRAPH_NODE: Final = "langgraph.node"
 LANGGRAPH_TASK_ID: Final = "langgraph.task_id"
 PROBE_TARGET: Final = "langgraph.probe.target"
+PROBE_LOCATION: Final = "langgraph.probe.location"  # LGSE_LOCATION: where it probed from
 PROBE_TTFT_S: Final = "langgraph.probe.time_to_first_token_s"
 PROBE_FIRST_EVENT_S: Final = "langgraph.probe.time_to_first_event_s"
 PROBE_TOKENS: Final = "langgraph.probe.tokens"
@@ -144,11 +145,14 @@ class OTLPSink:
         *,
         batch: bool = True,
         on_export_failure: Callable[[], None] | None = None,
+        location: str = "",
     ) -> None:
-        """`on_export_failure()` is called (from the export thread) for each failed batch."""
+        """`on_export_failure()` is called (from the export thread) for each failed batch;
+        a non-empty `location` (LGSE_LOCATION) is a root span attribute."""
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
         self._ids = _ProbeIds()
+        self._location = location or None
         resource = Resource.create(
             {"service.name": "langgraph-stream-exporter", "service.version": __version__}
         )
@@ -173,6 +177,7 @@ class OTLPSink:
             (GEN_AI_OPERATION_NAME, "invoke_agent"),
             (GEN_AI_AGENT_NAME, result.assistant_id),
             (PROBE_TARGET, result.target),
+            (PROBE_LOCATION, self._location),
             (SERVER_ADDRESS, url.hostname),
             (SERVER_PORT, url.port),
             (PROBE_TOKENS, result.tokens),
