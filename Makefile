@@ -50,5 +50,5 @@ check: test ## the same as test
 clean: ## remove .venv, demo/.venv, .tools and caches
 	rm -rf $(VENV) demo/.venv .tools .mypy_cache .ruff_cache .pytest_cache
 
-demo: $(VENV_STAMP) $(DEMO_STAMP) ## a real LangGraph dev server, the exporter probing it, a live per-node view (DEMO_DURATION=60 stops)
+demo: $(VENV_STAMP) $(DEMO_STAMP) $(JS_STAMP) ## real Python and JS LangGraph servers, the exporter probing them, a live per-node view (DEMO_DURATION=60 stops)
 	$(PY) scripts/demo.py

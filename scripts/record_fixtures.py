@@ -42,6 +42,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "demo"))
 from devserver import DevServer  # noqa: E402  (stdlib only; demo/ is not a package)
+from devserver_js import JsDevServer  # noqa: E402
 
 DEFAULT_OUT = ROOT / "tests" / "data" / "sse"
 INPUT = {"messages": [{"role": "user", "content": "what's the weather in sf?"}]}
@@ -102,6 +103,7 @@ class Case:
     extra: dict[str, Any] = field(default_factory=dict)
     thread: bool = False  # POST /threads, stream on it, then DELETE it
     expect_status: int = 200
+    server: str = "python"  # or "js": the LangGraph.js dev server serving demo/js
 
     def body(self) -> dict[str, Any]:
         return {
@@ -134,6 +136,27 @@ CASES = [
     ),
 ]
 PROVIDER_GRAPHS = {"openai_chat", "openai_responses", "anthropic_thinking", "anthropic_tools"}
+#: The same demo graphs on the LangGraph.js dev server (demo/js; docs/WIRE.md §16).
+CASES += [
+    Case("js_agent", "agent", server="js"),
+    Case("js_agent_thread", "agent", thread=True, server="js"),
+    Case("js_parallel", "parallel", server="js"),
+    Case("js_nested_subgraphs", "nested", extra={"stream_subgraphs": True}, server="js"),
+    Case("js_boom", "boom", server="js"),
+    Case("js_unknown_assistant", "nope", expect_status=404, server="js"),
+]
+
+
+def js_versions() -> dict[str, str]:
+    """The LangGraph.js packages installed in demo/js (its package-lock pins them)."""
+    modules = ROOT / "demo" / "js" / "node_modules" / "@langchain"
+    found = {}
+    for name in ("langgraph-cli", "langgraph-api", "langgraph", "core"):
+        package = modules / name / "package.json"
+        found[f"@langchain/{name}"] = (
+            json.loads(package.read_text())["version"] if package.exists() else "?"
+        )
+    return found
 
 
 def demo_versions() -> dict[str, str]:
@@ -272,6 +295,31 @@ def _check_parallel(out: Path, name: str) -> None:
     assert started[:2] in (["writer_a", "writer_b"], ["writer_b", "writer_a"]), started
 
 
+def _js_chunks(out: Path, name: str) -> list[dict[str, Any]]:
+    return [
+        e["data"][0]
+        for e in _events(out, name)
+        if e["event"].split("|")[0] == "messages"
+        and e["data"][1].get("ls_integration") == "langchain_chat_model"
+    ]
+
+
+def _check_js_agent(out: Path, name: str) -> None:
+    chunks = _js_chunks(out, name)
+    assert chunks and all(c["type"] == "ai" for c in chunks), "JS chunks are typed ai"
+    assert not any("chunk_position" in c for c in chunks), "no end-of-call marker on JS"
+    assert b"\r\n" not in (out / f"{name}.sse").read_bytes(), "LF framing"
+    assert b"\n:" not in (out / f"{name}.sse").read_bytes(), "no heartbeats"
+    assert "foggy" in "".join(c["content"] for c in chunks if isinstance(c["content"], str))
+
+
+def _check_js_boom(out: Path, name: str) -> None:
+    ev = _events(out, name)
+    assert ev[-1]["event"] == "error" and ev[-1]["data"]["error"] == "Error", ev[-1]
+    ends = [e["data"] for e in ev if e["event"] == "tasks" and e["data"].get("error")]
+    assert ends and set(ends[0]["error"]) == {"message", "name"}, ends
+
+
 def _check_boom(out: Path, name: str, tokens: int, error: str) -> None:
     ev = _events(out, name)
     assert ev[-1]["event"] == "error" and ev[-1]["data"]["error"] == error, ev[-1]
@@ -372,7 +420,17 @@ CHECKS: dict[str, Callable[[Path, str], None]] = {
     "openai_responses": _check_openai_responses,
     "anthropic_thinking": _check_anthropic_thinking,
     "anthropic_tools": _check_anthropic_tools,
+    "js_agent": _check_js_agent,
+    "js_agent_thread": _check_js_agent,
+    "js_parallel": lambda out, name: None if _js_chunks(out, name) else _fail("no JS tokens"),
+    "js_nested_subgraphs": _check_nested_subgraphs,
+    "js_boom": _check_js_boom,
+    "js_unknown_assistant": lambda out, name: None,
 }
+
+
+def _fail(message: str) -> None:
+    raise AssertionError(message)
 
 
 async def warm_up(client: httpx.AsyncClient, cases: list[Case]) -> None:
@@ -385,9 +443,27 @@ async def warm_up(client: httpx.AsyncClient, cases: list[Case]) -> None:
 
 
 async def run(cases: list[Case], out: Path, port: int | None) -> int:
-    versions = demo_versions()
     failures = 0
-    with DevServer(port=port) as server:
+    for kind, server_class, versions in (
+        ("python", DevServer, demo_versions()),
+        ("js", JsDevServer, js_versions()),
+    ):
+        mine = [c for c in cases if c.server == kind]
+        if mine:
+            failures += await run_on(server_class, mine, out, port, versions)
+    return 1 if failures else 0
+
+
+async def run_on(
+    server_class: type[DevServer],
+    cases: list[Case],
+    out: Path,
+    port: int | None,
+    versions: dict[str, str],
+) -> int:
+    """Record `cases` from one server; the number of failed checks."""
+    failures = 0
+    with server_class(port=port) as server:
         print(f"server {server.url} ready in {server.startup_s:.2f} s", file=sys.stderr)
         # trust_env=False: a proxy from the environment must not see loopback probe traffic.
         timeout = httpx.Timeout(30.0)
@@ -407,7 +483,7 @@ async def run(cases: list[Case], out: Path, port: int | None) -> int:
                     f"{written.relative_to(out)}: {written.stat().st_size} bytes, {verdict}",
                     file=sys.stderr,
                 )
-    return 1 if failures else 0
+    return failures
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,11 +105,16 @@ def live_stack(
     try:
         # Wait until every demo LLM node has ITL observations in two scrapes (rate() needs two).
         for node in DEMO_GAPS_S:
-            prometheus.wait_for(
+            query = (
                 "increase(langgraph_probe_inter_token_latency_seconds_count"
-                f'{{node="{node}"}}[1m]) > 0',
-                timeout_s=90,
+                f'{{node="{node}"}}[1m]) > 0'
             )
+            if not prometheus.wait_for(query, timeout_s=90):
+                # Fail set-up here, loudly: otherwise every live test fails later on empty data.
+                pytest.fail(
+                    f"live_stack not ready: no ITL observations for node {node!r} in Prometheus "
+                    f"within 90 s ({query}); daemon log tail:\n{daemon.log()[-3000:]}"
+                )
         yield LiveStack(langgraph_server, daemon, prometheus)
     finally:
         prometheus.stop()

@@ -64,7 +64,7 @@ async def _scenario(workdir: Path) -> Observed:
             "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
             "OTEL_BSP_SCHEDULE_DELAY": "100",
         }
-        daemon = DaemonProcess(_config(server.url), workdir, env=env)
+        daemon = DaemonProcess(_config(server.url), workdir, env=env, lifecycle=True)
         await asyncio.to_thread(daemon.start)
         address = daemon.url.removeprefix("http://")
         prometheus = Prometheus(

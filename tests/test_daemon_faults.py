@@ -148,33 +148,38 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
     yield asyncio.run(_scenario(tmp_path_factory.mktemp("faults")))
 
 
+@pytest.mark.timing
 def test_healthy_probes_start_on_schedule(observed: Observed) -> None:
     """Every scheduled probe of the healthy target started less than 1 s after it was planned."""
     starts = observed.probes["schedule"]["healthy"]
-    assert len(starts) >= 15  # about one a second for ~20 s
+    assert len(starts) >= 15, f"{len(starts)} scheduled starts in ~20 s at a 1 s interval"
     lateness = [s["started"] - s["planned"] for s in starts]
-    assert all(late < 1.0 for late in lateness), lateness
+    assert max(lateness) < 1.0, f"latest start {max(lateness):.3f} s after planned: {lateness}"
 
 
+@pytest.mark.timing
 def test_healthy_success_counter_keeps_growing(observed: Observed) -> None:
     """runs_total{target=healthy,outcome=success} grows between the middle and the end scrape."""
     middle, end = (
         total(s.text, "langgraph_probe_runs_total", target="healthy", outcome="success")
         for s in observed.scrapes
     )
-    assert middle >= 5
-    assert end >= middle + 5
+    assert middle >= 5, f"{middle:g} successes in the first ~{HALF_WINDOW_S:g} s at a 1 s interval"
+    assert end >= middle + 5, f"{end - middle:g} successes in the last ~{HALF_WINDOW_S:g} s"
 
 
-def test_stalled_probes_end_as_stalled_or_deadline(observed: Observed) -> None:
-    """Every finished probe of the hung target failed with `stalled` or `deadline`, none other."""
+def test_hung_probes_end_at_the_total_deadline(observed: Observed) -> None:
+    """Every finished probe of the hung target failed with `deadline`, always: the server sent
+    headers and then nothing, not even a heartbeat, and the idle deadline only applies once
+    heartbeats were seen (see test_probe_faults.py, servers without heartbeats), so the 3 s
+    total deadline is what ends it."""
     reasons = {
         labels["reason"]: v
         for key, v in samples(observed.scrapes[-1].text, "langgraph_probe_runs_total").items()
         if (labels := dict(key))["target"] == "stall" and v > 0  # every pair is pre-declared
     }
     assert sum(reasons.values()) >= 3
-    assert set(reasons) <= {"stalled", "deadline"}, reasons
+    assert set(reasons) == {"deadline"}, reasons
 
 
 def test_overlapping_ticks_of_the_stalled_target_are_skipped_and_counted(
@@ -253,27 +258,42 @@ async def _scrape_while_pinging(workdir: Path) -> tuple[list[float], list[float]
             run_location="/runs",
         )
         names = [f"t{i:02d}" for i in range(SCRAPE_TARGETS)]
-        config = {
-            "defaults": {"interval": "1h"},  # series come from the /probe calls below only
-            "targets": [
-                {
-                    "name": n,
-                    "url": f"{server.url}/{n}",
-                    "assistant_id": "agent",
-                    "protocol": "legacy",
-                }
-                for n in names
-            ],
-        }
-        daemon = DaemonProcess(config, workdir)
+
+        def config(interval: str) -> dict[str, Any]:
+            return {
+                "defaults": {"interval": interval},
+                "targets": [
+                    {
+                        "name": n,
+                        "url": f"{server.url}/{n}",
+                        "assistant_id": "agent",
+                        "protocol": "legacy",
+                    }
+                    for n in names
+                ],
+            }
+
+        # Scheduled probes (on-demand ones stay out of the histograms): every target probes
+        # once within its first 2 s interval, then a reload to 1 h stops them for the test.
+        daemon = DaemonProcess(config("2s"), workdir, lifecycle=True)
         await asyncio.to_thread(daemon.start)
         try:
             async with httpx.AsyncClient(base_url=daemon.url, timeout=30) as client:
                 # Every target gets histograms with exemplars: a scrape of realistic size.
-                done = await asyncio.gather(
-                    *(client.get("/probe", params={"target": n}) for n in names)
-                )
-                assert all(r.json()["outcome"] == "success" for r in done)
+                deadline = time.monotonic() + 30
+                while True:
+                    text = (await client.get("/metrics")).text
+                    probed = {
+                        dict(k)["target"]
+                        for k, v in samples(text, "langgraph_probe_runs_total").items()
+                        if v > 0 and dict(k)["outcome"] == "success"
+                    }
+                    if probed == set(names):
+                        break
+                    assert time.monotonic() < deadline, f"only {len(probed)} targets probed"
+                    await asyncio.sleep(0.2)  # polling the daemon's own counters
+                daemon.write_config(config("1h"))
+                assert (await client.post("/-/reload")).status_code == 200
                 om = {"Accept": "application/openmetrics-text"}  # what Prometheus asks for
                 scrapes: list[float] = []
                 pings: list[float] = []
@@ -298,14 +318,19 @@ async def _scrape_while_pinging(workdir: Path) -> tuple[list[float], list[float]
     return scrapes, pings
 
 
+@pytest.mark.timing
 def test_metrics_scrape_does_not_block_the_probe_loop(tmp_path: Path) -> None:
     """While a large /metrics is rendered, /healthz (same event loop as the probes) still answers
     fast: the render must not hold the loop, or every in-flight token is stamped late."""
     scrapes, pings = asyncio.run(_scrape_while_pinging(tmp_path))
     render_s = statistics.median(scrapes)
-    assert render_s >= 0.01  # the scrape is big enough for the comparison to mean something
+    # the scrape is big enough for the comparison to mean something
+    assert render_s >= 0.01, f"median /metrics render took {render_s * 1000:.1f} ms, want >= 10 ms"
     # On the loop, one ping per scrape waits out a whole render (10 of them here); off the loop a
     # ping only waits for the GIL at the render thread's 5 ms switch interval (~0.3-0.45x seen).
     # One slow ping is allowed: this test's own loop also has to read each 1.1 MB page.
     slow = [p for p in pings if p >= 0.75 * render_s]
-    assert len(slow) <= 1, (render_s, len(pings), sorted(pings)[-5:])
+    assert len(slow) <= 1, (
+        f"{len(slow)} of {len(pings)} /healthz pings took >= 0.75 x the median render "
+        f"({render_s * 1000:.1f} ms); slowest: {[round(p * 1000, 1) for p in sorted(pings)[-5:]]} ms"
+    )

@@ -43,7 +43,7 @@ def gauge(daemon: DaemonProcess, name: str) -> float | None:
 def test_reload_adds_and_removes_targets(langgraph_server: str, tmp_path: Path) -> None:
     """A valid reload starts new targets and makes every series of removed ones vanish."""
     cfg = {"targets": [target("a", langgraph_server), target("b", langgraph_server)]}
-    with DaemonProcess(cfg, tmp_path) as daemon:
+    with DaemonProcess(cfg, tmp_path, lifecycle=True) as daemon:
         assert daemon.get("/probe", params={"target": "b"}).json()["outcome"] == "success"
         assert series_targets(daemon) == {"a", "b"}
         daemon.write_config(
@@ -59,7 +59,7 @@ def test_reload_adds_and_removes_targets(langgraph_server: str, tmp_path: Path) 
 def test_invalid_reload_keeps_the_old_config(langgraph_server: str, tmp_path: Path) -> None:
     """An invalid file: 500 naming the problem, old targets still probed, reload gauge 0."""
     cfg = {"targets": [target("a", langgraph_server)]}
-    with DaemonProcess(cfg, tmp_path) as daemon:
+    with DaemonProcess(cfg, tmp_path, lifecycle=True) as daemon:
         daemon.write_config(
             "targets:\n  - name: a\n    url: http://x\n    assistant_id: g\n    intervall: 5s\n"
         )
@@ -92,7 +92,7 @@ def test_sigterm_lets_a_running_probe_finish_and_flushes_its_span(
     with OTLPReceiver() as rx:
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": rx.http_endpoint,
                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}  # fmt: skip
-        daemon = DaemonProcess({"targets": [slow]}, tmp_path, env=env).start()
+        daemon = DaemonProcess({"targets": [slow]}, tmp_path, env=env, lifecycle=True).start()
         try:
             answers: list[httpx.Response] = []
             caller = threading.Thread(
@@ -117,7 +117,8 @@ def test_probe_endpoint_refuses_anything_but_a_configured_name(
     langgraph_server: str, tmp_path: Path
 ) -> None:
     """Unknown names and URLs are 404, empty or missing values 400; never an open proxy."""
-    with DaemonProcess({"targets": [target("a", langgraph_server)]}, tmp_path) as daemon:
+    cfg = {"targets": [target("a", langgraph_server)]}
+    with DaemonProcess(cfg, tmp_path, lifecycle=True) as daemon:
         assert daemon.get("/probe", params={"target": "nope"}).status_code == 404
         assert daemon.get("/probe", params={"target": langgraph_server}).status_code == 404
         assert daemon.get("/probe", params={"target": ""}).status_code == 400

@@ -35,7 +35,7 @@ def test_missing_secret_is_warned_at_load_and_fails_each_probe_naming_it(
     """`api_key_env: NOT_SET`: a `secret_missing` warning at start naming the variable, and a
     probe fails with kind `config` and a message naming it (nothing is sent)."""
     config = unreachable_targets(api_key_env="OPTEST_NOT_SET")
-    with DaemonProcess(config, tmp_path) as daemon:
+    with DaemonProcess(config, tmp_path, lifecycle=True) as daemon:
         result = daemon.get("/probe?target=a").json()
         log = daemon.log()
     assert result["failure"]["kind"] == "config"
@@ -121,7 +121,8 @@ def test_closed_log_pipe_never_stops_shutdown_or_readiness(
         [sys.executable, "-m", "exporter", "run", "--config", str(config),
          "--listen", f"127.0.0.1:{port}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env={**os.environ, "LGSE_LOG_FORMAT": "json", "LGSE_ORPHAN_SWEEP": "false"},
+        env={**os.environ, "LGSE_LOG_FORMAT": "json", "LGSE_ORPHAN_SWEEP": "false",
+             "LGSE_WEB_ENABLE_LIFECYCLE": "true"},
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30

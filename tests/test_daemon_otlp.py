@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def otlp_daemon(request: pytest.FixtureRequest, langgraph_server: str, tmp_path:
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
             "OTEL_BSP_SCHEDULE_DELAY": "100",
         }
-        with DaemonProcess(config(langgraph_server), tmp_path, env=env) as daemon:
+        with DaemonProcess(config(langgraph_server), tmp_path, env=env, lifecycle=True) as daemon:
             yield daemon, rx, ("grpc" if request.param == "grpc" else "http")
 
 
@@ -94,11 +95,32 @@ def test_failed_probe_span_carries_error_type(otlp_daemon) -> None:
     assert root.status_code == 2
 
 
-def test_exemplar_trace_id_is_the_span_trace_id(otlp_daemon) -> None:
-    """The trace id on the probe's histogram exemplars is the trace id of its root span."""
+def test_exemplar_trace_id_is_the_span_trace_id(otlp_daemon, langgraph_server: str) -> None:
+    """The trace id on a scheduled probe's histogram exemplars is the trace id of its root span.
+    (On-demand `/probe` results stay out of the histograms, so the schedule runs it: a reload
+    to a 1 s interval.)"""
     daemon, rx, _ = otlp_daemon
-    result = daemon.get("/probe", params={"target": "agent"}).json()
-    text = daemon.get("/metrics", headers={"Accept": "application/openmetrics-text"}).text
-    assert f'trace_id="{result["trace_id"]}"' in text
-    spans = rx.wait_for_spans(6, timeout_s=20)
-    assert tree(spans, result["trace_id"])[0].name == "invoke_agent agent"
+    cfg = config(langgraph_server)
+    cfg["defaults"] = {"interval": "1s"}
+    daemon.write_config(cfg)
+    assert daemon.post("/-/reload").status_code == 200
+    deadline = time.monotonic() + 30
+    while True:
+        text = daemon.get("/metrics", headers={"Accept": "application/openmetrics-text"}).text
+        found = re.findall(
+            r'^langgraph_probe_time_to_first_token_seconds_bucket\{[^}]*target="agent"[^}]*\}'
+            r' \S+ # \{trace_id="([0-9a-f]{32})"\}',
+            text,
+            re.M,
+        )
+        if found:
+            break
+        assert time.monotonic() < deadline, "no scheduled probe of `agent` within 30 s"
+        time.sleep(0.2)  # polling the schedule, not a race fix
+    trace_id = found[0]
+    rx.wait_for_spans(6, timeout_s=20)
+    deadline = time.monotonic() + 20
+    while not [s for s in rx.spans() if s.trace_id == trace_id and not s.parent_span_id]:
+        assert time.monotonic() < deadline, f"no root span with trace id {trace_id}"
+        time.sleep(0.1)  # spans arrive in batches every 100 ms
+    assert tree(rx.spans(), trace_id)[0].name == "invoke_agent agent"

@@ -168,3 +168,46 @@ def test_anthropic_tools_capture_skips_the_empty_first_argument_fragment() -> No
     assert min(first.itl_s()) >= 0.010, f"spurious short gap: {min(first.itl_s())}"
     assert second.tokens == 20
     assert replay("anthropic_tools").verdict(Expectations()) is None
+
+
+# ------------------------------------------- the LangGraph.js server (docs/WIRE.md §16)
+
+
+@pytest.mark.parametrize("name", ["js_agent", "js_agent_thread"])
+def test_js_agent_capture_is_timed_like_the_python_one(name: str) -> None:
+    """`ai` chunks, no end markers, LF framing, no heartbeats: both agent turns are timed
+    (node TTFT 200 ms less the JS server's late `tasks` start, ITL median 30 ± 3 ms), and the
+    run ends cleanly at EOF."""
+    tl = replay(name)
+    agents = [n for n in tl.nodes() if n.node == "agent"]
+    assert len(agents) == 2 and all(n.tokens for n in agents), agents
+    for n in agents:
+        measured = f"ttft {n.ttft_s}, itl median {statistics.median(n.itl_s())}"
+        assert n.ttft_s is not None and 0.185 <= n.ttft_s <= 0.215, measured
+        assert abs(statistics.median(n.itl_s()) - 0.030) <= 0.003, measured
+        assert not any(c.completed for c in n.calls)  # JS marks no call end
+    assert tl.verdict(Expectations(content_regex="foggy")) is None
+
+
+def test_js_parallel_capture_gives_each_writer_its_own_gap() -> None:
+    """writer_a (30 ms) and writer_b (45 ms) interleave on JS too; each node's ITL is its own."""
+    nodes = {n.node: n for n in replay("js_parallel").nodes() if n.tokens}
+    for node, gap in (("writer_a", 0.030), ("writer_b", 0.045)):
+        median = statistics.median(nodes[node].itl_s())
+        assert abs(median - gap) <= 0.003, (node, median)
+
+
+def test_js_nested_capture_attributes_inner_tokens_to_the_subgraph_node() -> None:
+    """The subgraph's LLM node is `research/inner_agent` on JS as on Python."""
+    nodes = {n.node: n for n in replay("js_nested_subgraphs").nodes()}
+    assert nodes["research/inner_agent"].tokens > 0, sorted(nodes)
+
+
+def test_js_boom_capture_is_run_error_with_the_js_error_class() -> None:
+    """boom on JS: `tasks` error `{message, name}` and `event: error` `Error`: run_error with
+    the five tokens before it kept."""
+    tl = replay("js_boom")
+    failure = tl.verdict(Expectations())
+    assert failure is not None
+    assert (failure.kind, failure.error_type) == (FailureKind.RUN_ERROR, "Error")
+    assert tl.tokens == 5

@@ -155,7 +155,9 @@ async def _scenario(workdir: Path) -> Observed:
                 "OTEL_BSP_SCHEDULE_DELAY": "100",
             }
             urls = {n: s.url for n, s in servers.items()}
-            daemon = DaemonProcess(daemon_config(urls, bearer_file), workdir, env=env)
+            daemon = DaemonProcess(
+                daemon_config(urls, bearer_file), workdir, env=env, lifecycle=True
+            )
             await asyncio.to_thread(daemon.start)  # blocking polls, off the servers' loop
             try:
                 async with httpx.AsyncClient(base_url=daemon.url, timeout=30) as client:

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.core.errors import FailureKind
 from exporter.core.result import CallTiming, Failure, NodeExecution, ProbeResult
 from exporter.sinks import SinkSet
-from exporter.sinks.log import History
+from exporter.sinks.log import History, LogSink, summary
 from exporter.sinks.otlp import OTLPSink
 from exporter.sinks.prometheus import OTHER_NODE, PrometheusSink
 
@@ -135,7 +135,7 @@ def test_sink_errors_are_counted_and_do_not_propagate() -> None:
     class Broken:
         name = "broken"
 
-        def record(self, result: ProbeResult) -> None:
+        def record(self, result: ProbeResult, trigger: str = "scheduled") -> None:
             raise RuntimeError("nope")
 
         def close(self) -> None:
@@ -269,3 +269,72 @@ def test_location_labels_every_series_of_the_sink() -> None:
         for s in fam.samples:
             if not s.name.startswith("process_"):
                 assert s.labels.get("location") == "eu-west", s
+
+
+# ------------------------------------------------------------------ counters exist at zero
+
+
+def test_skip_counter_exists_at_zero_for_every_reason() -> None:
+    """probes_skipped_total{reason} is 0 for `overlap` and `concurrency` before any skip."""
+    sink = sink_with("t")
+    for reason in ("overlap", "concurrency"):
+        labels = {"target": "t", "assistant": "agent", "env": "dev", "reason": reason}
+        value = sink.registry.get_sample_value("langgraph_probe_probes_skipped_total", labels)
+        assert value == 0, (reason, value)
+
+
+def test_sink_error_counter_exists_at_zero_for_every_configured_sink() -> None:
+    """sink_errors_total{sink} is 0 for each configured sink before any error."""
+    prom = sink_with("t")
+    sinks = SinkSet([prom, LogSink(), History(5)], on_error=lambda n, e: None)
+    prom.declare_sinks(sinks.names)
+    for name in ("prometheus", "log", "history"):
+        value = prom.registry.get_sample_value("langgraph_probe_sink_errors_total", {"sink": name})
+        assert value == 0, (name, value)
+
+
+# ------------------------------------------------------------------ on-demand probes
+
+
+def test_on_demand_result_stays_out_of_the_slo_series() -> None:
+    """An on-demand result counts in on_demand_runs_total only: runs_total, the histograms and
+    the `success` gauge do not move."""
+    sink = sink_with("t")
+    sink.record(result(failure=Failure(FailureKind.STALLED, "x")), "on_demand")
+    base = {"target": "t", "assistant": "agent", "env": "dev"}
+    stalled = {**base, "outcome": "failure", "reason": "stalled"}
+    get = sink.registry.get_sample_value
+    assert get("langgraph_probe_on_demand_runs_total", stalled) == 1
+    assert get("langgraph_probe_runs_total", stalled) == 0
+    assert get("langgraph_probe_time_to_first_token_seconds_count", base) is None
+    assert get("langgraph_probe_success", base) is None
+
+
+def test_scheduled_result_is_not_counted_as_on_demand() -> None:
+    """A scheduled result moves runs_total, not on_demand_runs_total."""
+    sink = sink_with("t")
+    sink.record(result())
+    labels = {"target": "t", "assistant": "agent", "env": "dev", "outcome": "success", "reason": ""}
+    get = sink.registry.get_sample_value
+    assert (
+        get("langgraph_probe_runs_total", labels),
+        get("langgraph_probe_on_demand_runs_total", labels),
+    ) == (1, 0)
+
+
+def test_history_says_which_results_were_on_demand() -> None:
+    """`/-/probes` entries carry `trigger`: scheduled or on_demand."""
+    history = History(5)
+    history.record(result(), "on_demand")
+    history.record(result())
+    assert [r["trigger"] for r in history.snapshot()["recent"]] == ["scheduled", "on_demand"]
+
+
+# ------------------------------------------------------------------ per-execution summaries
+
+
+def test_summary_keeps_each_execution_of_a_node_that_ran_twice() -> None:
+    """agent -> tools -> agent: the summary lists both agent executions, in order."""
+    summ = summary(result(nodes=("agent", "tools", "agent")))
+    assert [n["node"] for n in summ["nodes"]] == ["agent", "tools", "agent"]
+    assert all(n["tokens"] == 3 for n in summ["nodes"])

@@ -69,7 +69,7 @@ def test_delivery_verdict_is_buffered_on_the_capture_and_steady_on_exact_gaps() 
 
 
 def test_server_ttft_of_the_first_call_is_the_models_first_token_delay() -> None:
-    """The capture's model waits 200 ms before its first chunk (REPORT §1)."""
+    """The capture's model waits 200 ms before its first chunk (the recording server's demo graph)."""
     first = replay("agent").nodes()[0]
     assert first.server_ttft_s is not None and 0.200 <= first.server_ttft_s <= 0.205
 

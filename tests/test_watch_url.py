@@ -26,7 +26,7 @@ def test_watch_accepts_the_metrics_url(tmp_path: Path) -> None:
     and exits 0 after its duration."""
     config = {"targets": [{"name": "a", "url": f"http://127.0.0.1:{free_port()}",
                            "assistant_id": "agent", "interval": "1h"}]}  # fmt: skip
-    with DaemonProcess(config, tmp_path) as daemon:
+    with DaemonProcess(config, tmp_path, lifecycle=True) as daemon:
         daemon.get("/probe?target=a")  # one result to show
         proc = watch(daemon.url + "/metrics")
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -16,6 +16,14 @@ __all__ = ["CallTiming", "Delivery", "EventLog", "Failure", "NodeExecution", "Pr
 
 _NS = 1e9
 
+
+def _elapsed_s(start_ns: int | None, end_ns: int | None) -> float | None:
+    """Seconds from `start_ns` to `end_ns`; None when either was not measured."""
+    if start_ns is None or end_ns is None:
+        return None
+    return (end_ns - start_ns) / _NS
+
+
 #: The buffered verdict (`ProbeResult.buffering`): a gap this short is not a model's.
 BUFFERED_GAP_S = 0.001
 BUFFERED_MIN_GAPS = 4
@@ -91,17 +99,12 @@ class CallTiming:
     def ttft_s(self) -> float | None:
         """First output of any kind, reasoning included, minus `basis_ns` (OTel's time to first
         chunk)."""
-        if not self.token_ns or self.basis_ns is None:
-            return None
-        return (self.token_ns[0] - self.basis_ns) / _NS
+        return _elapsed_s(self.basis_ns, self.token_ns[0] if self.token_ns else None)
 
     @property
     def answer_ttft_s(self) -> float | None:
         """Time to first answer token: first non-reasoning token minus `basis_ns`."""
-        first = self.first_answer_ns
-        if first is None or self.basis_ns is None:
-            return None
-        return (first - self.basis_ns) / _NS
+        return _elapsed_s(self.basis_ns, self.first_answer_ns)
 
     @property
     def itl_s(self) -> tuple[float, ...]:
@@ -203,10 +206,7 @@ class NodeExecution:
     @property
     def ttft_s(self) -> float | None:
         """First token of any kind (reasoning included) minus the node's start."""
-        first = self.first_token_ns
-        if first is None or self.basis_ns is None:
-            return None
-        return (first - self.basis_ns) / _NS
+        return _elapsed_s(self.basis_ns, self.first_token_ns)
 
     @property
     def first_answer_ns(self) -> int | None:
@@ -216,10 +216,7 @@ class NodeExecution:
     @property
     def answer_ttft_s(self) -> float | None:
         """First answer (non-reasoning) token minus the node's start."""
-        first = self.first_answer_ns
-        if first is None or self.basis_ns is None:
-            return None
-        return (first - self.basis_ns) / _NS
+        return _elapsed_s(self.basis_ns, self.first_answer_ns)
 
     @property
     def reasoning_tokens(self) -> int:
@@ -349,7 +346,8 @@ class ProbeResult:
 
     @property
     def tokens(self) -> int:
-        return sum(n.tokens for n in self.nodes)
+        """Every token received, stamped or past the cap (agrees with `Timeline.tokens`)."""
+        return sum(n.tokens for n in self.nodes) + self.tokens_dropped
 
     def since_request_s(self, ns: int | None) -> float | None:
         return None if ns is None else (ns - self.t_request_ns) / _NS

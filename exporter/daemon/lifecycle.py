@@ -28,10 +28,11 @@ import socket
 import stat
 import sys
 import threading
-from collections.abc import Callable, Generator, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 import structlog
 import uvicorn
 
@@ -49,8 +50,10 @@ from exporter.config import (
 from exporter.core.errors import ConfigError
 from exporter.core.result import ProbeResult
 from exporter.core.shard import ordinal_from_hostname, shard_members
-from exporter.daemon.scheduler import Scheduler
-from exporter.daemon.web import Handlers, make_app
+from exporter.daemon.events import EventBus
+from exporter.daemon.scheduler import OnDemandBusy, Scheduler
+from exporter.daemon.web import Handlers, ProbeBusy, make_app
+from exporter.daemon.webconfig import BasicAuth, WebConfig, load_web_config
 from exporter.http.client import client_for
 from exporter.probe import TraceParent, probe
 from exporter.probe.request import request_headers
@@ -62,7 +65,7 @@ from exporter.runtime import (
     share_gil_finely,
 )
 from exporter.sinks import Sink, SinkSet
-from exporter.sinks.log import History, LogSink, summary
+from exporter.sinks.log import History, LogSink, entry, summary
 from exporter.sinks.prometheus import PrometheusSink, probe_exposition
 
 __all__ = ["Daemon", "Masker", "SafeStderr", "serve"]
@@ -240,8 +243,10 @@ class Daemon:
         config_path: str,
         config: Config,
         log_stream: SafeStderr | None = None,
+        web_config: WebConfig | None = None,
     ) -> None:
         self.settings = settings
+        self.web_config = web_config
         self.config_path = config_path
         self.shard = resolve_shard(settings, socket.gethostname())
         self.prometheus = PrometheusSink(
@@ -253,7 +258,15 @@ class Daemon:
         self.history = History(settings.history_size)
         if log_stream is not None:
             log_stream.on_failure = lambda: self.prometheus.count_sink_error("log")
-        sinks: list[Sink] = [self.prometheus, LogSink(), self.history]
+        # `/-/events` entries: the `/-/probes` shape, masked when published (daemon/events.py)
+        self.events = EventBus(
+            lambda r, trigger: self.masker.bytes(orjson.dumps(entry(r, trigger))),
+            buffer_size=settings.events_buffer_size,
+            max_subscribers=settings.events_max_subscribers,
+            queue_size=settings.events_queue_size,
+            heartbeat_s=settings.events_heartbeat_s,
+        )
+        sinks: list[Sink] = [self.prometheus, LogSink(), self.history, self.events]
         self.otlp: Sink | None = None
         if settings.otlp == "on" or (settings.otlp == "auto" and otlp_configured()):
             from exporter.sinks.otlp import OTLPSink
@@ -261,18 +274,34 @@ class Daemon:
             self.otlp = OTLPSink(
                 on_export_failure=lambda: self.prometheus.count_sink_error("otlp"),
                 location=settings.location,
+                token_events=settings.span_token_events,
             )
             sinks.append(self.otlp)
+        if settings.otlp_metrics:
+            from exporter.sinks.otlp_metrics import OTLPMetricsSink
+
+            sinks.append(OTLPMetricsSink(semconv=settings.semconv))
         self.sinks = SinkSet(sinks, on_error=self._sink_error)
-        # Blackbox-style `/probe?format=prometheus`: every sink but the SLO series.
-        self.sinks_but_metrics = SinkSet(
-            [s for s in sinks if s is not self.prometheus], on_error=self._sink_error
-        )
+        self.prometheus.declare_sinks(self.sinks.names)
         self.scheduler: Scheduler | None = None
         self._ready = False
         self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._signals = 0
+        #: Tasks nothing else awaits (a SIGHUP reload): the loop keeps only weak references to
+        #: tasks, so one not referenced here could be garbage-collected mid-reload.
+        self.background: set[asyncio.Task[Any]] = set()
+
+    def _background(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+    def on_sighup(self) -> asyncio.Task[Any]:
+        """SIGHUP: reload in a task the daemon holds until it ends."""
+        return self._background(self.reload(), "reload:SIGHUP")
 
     def _sink_error(self, sink: str, exc: Exception) -> None:
         self.prometheus.count_sink_error(sink)
@@ -322,7 +351,10 @@ class Daemon:
         if target is None:
             return None
         lines: list[str] = []
-        result = await self.scheduler.run_now(name, lines)
+        try:
+            result = await self.scheduler.run_now(name, lines)
+        except OnDemandBusy as busy:
+            raise ProbeBusy(busy.retry_after_s) from busy
         if result is None:
             return None
         out = result.to_dict()
@@ -335,8 +367,23 @@ class Daemon:
         assert self.scheduler is not None
         if self.config.target(name) is None:
             return None
-        result = await self.scheduler.run_now(name, sinks=self.sinks_but_metrics)
+        try:
+            # Every sink, as an on-demand result: Prometheus counts it in on_demand_runs_total
+            # only, so it stays out of the SLO series (docs/RELIABILITY.md).
+            result = await self.scheduler.run_now(name)
+        except OnDemandBusy as busy:
+            raise ProbeBusy(busy.retry_after_s) from busy
         return None if result is None else probe_exposition(result)
+
+    async def _run_probe_result(self, name: str) -> ProbeResult | None:
+        """`/probe?format=svg`: an on-demand probe, as the result itself."""
+        assert self.scheduler is not None
+        if self.config.target(name) is None:
+            return None
+        try:
+            return await self.scheduler.run_now(name)
+        except OnDemandBusy as busy:
+            raise ProbeBusy(busy.retry_after_s) from busy
 
     def _probe_detail(self, probe_id: str) -> dict[str, Any] | None:
         result = self.history.find(probe_id)
@@ -348,9 +395,15 @@ class Daemon:
         assert self.scheduler is not None
         snap: dict[str, Any] = self.history.snapshot()
         last: dict[str, Any] = {}
-        for result in self.history.recent:
-            last[result.target] = summary(result)
+        for result, trigger in self.history.recent:
+            last[result.target] = summary(result, trigger)
         snap["last"] = last
+        snap["events"] = {
+            "subscribers": self.events.subscribers,
+            "published": self.events.published,
+            "dropped": self.events.dropped_total,
+            "rejected": self.events.rejected_total,
+        }
         snap["schedule"] = {
             name: [{"planned": p, "started": s} for p, s in starts]
             for name, starts in self.scheduler.schedule_log().items()
@@ -432,10 +485,16 @@ class Daemon:
             mask=self.masker.bytes,
             run_probe_metrics=self._run_probe_metrics,
             probe_detail=self._probe_detail,
+            run_probe_result=self._run_probe_result,
+            find_result=self.history.find,
+            latest_result=self.history.latest,
+            events=self.events,
         )
+        web_config = self.web_config
+        auth = BasicAuth(web_config.users) if web_config and web_config.users else None
         server = _Server(
             uvicorn.Config(
-                make_app(handlers),
+                make_app(handlers, enable_lifecycle=self.settings.web_enable_lifecycle, auth=auth),
                 lifespan="off",
                 access_log=False,
                 log_level="warning",
@@ -443,11 +502,12 @@ class Daemon:
                 # logger, whose handler writes through SafeStderr like every other log line.
                 log_config=None,
                 server_header=False,
+                **(web_config.uvicorn_ssl() if web_config else {}),
             )
         )
         for sig in HANDLED_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self.on_sighup)
         warn_on_open_secret_files(self.config.targets)
         warn_on_missing_secrets(self.config.targets)
         self.prometheus.set_reload(True)
@@ -465,13 +525,19 @@ class Daemon:
         self._ready = True
         freeze_startup_objects()
         share_gil_finely()
+        scheme = "https" if web_config and web_config.tls else "http"
         log.info(
             "exporter_started",
-            listen=f"http://{host}:{port}",
-            metrics=f"http://{host}:{port}/metrics",
+            listen=f"{scheme}://{host}:{port}",
+            metrics=f"{scheme}://{host}:{port}/metrics",
             targets=[t.name for t in self.config.targets],
             otlp=self.otlp is not None,
+            lifecycle_apis=self.settings.web_enable_lifecycle,
+            basic_auth=auth is not None,
+            web_config=web_config.path if web_config else None,
         )
+        if auth is not None and scheme == "http":
+            log.warning("basic_auth_without_tls", detail="passwords cross the network in clear")
         renderer = asyncio.create_task(self._refresh_exposition(), name="exposition")
         sweeper = (
             asyncio.create_task(self._sweep_forever(), name="orphan-sweep")
@@ -543,8 +609,18 @@ def bind(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=2048)
 
 
-def serve(*, config_path: str | None, listen: str | None) -> int:
-    """Entry point of `langgraph-stream-exporter run`; returns the exit status."""
+def serve(
+    *,
+    config_path: str | None,
+    listen: str | None,
+    web_config_file: str | None = None,
+    enable_lifecycle: bool = False,
+) -> int:
+    """Entry point of `langgraph-stream-exporter run`; returns the exit status.
+
+    `web_config_file` and `enable_lifecycle` (the flags) win over `LGSE_WEB_CONFIG_FILE` and
+    `LGSE_WEB_ENABLE_LIFECYCLE`. An invalid targets or web-config file exits 1.
+    """
     try:
         settings = load_settings()
         resolve_shard(settings, socket.gethostname())
@@ -552,6 +628,8 @@ def serve(*, config_path: str | None, listen: str | None) -> int:
         for problem in exc.problems:
             sys.stderr.write(f"langgraph-stream-exporter: error: {problem}\n")
         return 2
+    if enable_lifecycle:
+        settings = settings.model_copy(update={"web_enable_lifecycle": True})
     masker = Masker()
     stream = SafeStderr()
     configure_logging(settings, masker, stream)
@@ -563,8 +641,10 @@ def serve(*, config_path: str | None, listen: str | None) -> int:
     except ValueError as exc:
         sys.stderr.write(f"langgraph-stream-exporter: error: {exc}\n")
         return 2
+    web_path = web_config_file or settings.web_config_file
     try:
         config = load_config(path)
+        web_config = load_web_config(web_path) if web_path else None
     except ConfigError as exc:
         for problem in exc.problems:
             sys.stderr.write(f"{exc.path}: {problem}\n")
@@ -581,7 +661,7 @@ def serve(*, config_path: str | None, listen: str | None) -> int:
         return 1
 
     async def main() -> int:
-        daemon = Daemon(settings, path, config, log_stream=stream)
+        daemon = Daemon(settings, path, config, log_stream=stream, web_config=web_config)
         daemon.masker = masker
         masker.update(config.targets)
         return await daemon.run(sock)

@@ -3,8 +3,13 @@
 - Each target has one loop: first probe at a random point of its first interval (so targets do
   not all start together), then every `interval`, with a little jitter.
 - Never two probes of one target at once: a tick that finds the previous probe still running is
-  skipped and counted (`probes_skipped_total{reason="overlap"}`).
+  skipped and counted (`probes_skipped_total{reason="overlap"}`); a tick whose previous probe still
+  waits for the global cap is counted as `reason="concurrency"` instead.
 - A global semaphore caps probes in flight across all targets.
+- A loop that stalled past whole ticks (SIGSTOP, CPU throttling) resumes from now: the missed
+  ticks are not fired in a burst, they are logged once (`schedule_resumed`).
+- On-demand probes (`GET /probe`): at most one in flight per target; another request meanwhile
+  gets `OnDemandBusy` (the web layer answers 429 with `Retry-After`).
 - The deadline is imposed from outside as well (blackbox's `context.WithTimeout`): the probe has
   its own phase deadlines, and this one is a safety net above them.
 - Every probe is its own task: a target that hangs or fails never delays another.
@@ -13,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections import deque
@@ -25,9 +31,9 @@ from exporter.config import Config, Target
 from exporter.core.errors import FailureKind
 from exporter.core.result import ProbeResult
 from exporter.probe import CLEANUP_TIMEOUT_S, TraceParent, failed_result
-from exporter.sinks import SinkSet
+from exporter.sinks import SinkSet, SkipReason, Trigger
 
-__all__ = ["ProbeFn", "Scheduler"]
+__all__ = ["OnDemandBusy", "ProbeFn", "Scheduler"]
 
 ProbeFn = Callable[[Target, TraceParent, Callable[[str], None] | None], Awaitable[ProbeResult]]
 
@@ -36,11 +42,28 @@ OUTER_MARGIN_S = 5.0
 log = structlog.get_logger("exporter.daemon.scheduler")
 
 
+class OnDemandBusy(Exception):
+    """An on-demand probe of this target is already in flight.
+
+    `retry_after_s`: whole seconds (>= 1) until that probe must have ended (its total deadline
+    plus the scheduler's margin), for a `Retry-After` header.
+    """
+
+    def __init__(self, target: str, retry_after_s: int) -> None:
+        self.target = target
+        self.retry_after_s = retry_after_s
+        super().__init__(f"an on-demand probe of {target!r} is already running")
+
+
 @dataclass
 class _Slot:
     target: Target
     loop: asyncio.Task[None] | None = None
     running: asyncio.Task[ProbeResult] | None = None
+    #: The scheduled probe in `running` has not got the global concurrency cap yet.
+    queued: bool = False
+    on_demand: asyncio.Task[ProbeResult] | None = None
+    on_demand_started_s: float = 0.0  # monotonic
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     starts: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=50))
 
@@ -54,7 +77,7 @@ class Scheduler:
         sinks: SinkSet,
         *,
         max_concurrency: int,
-        on_skip: Callable[[str, str], None],
+        on_skip: Callable[[str, SkipReason], None],
         on_targets: Callable[[Config], None],
         jitter_ratio: float = 0.05,
     ) -> None:
@@ -112,17 +135,27 @@ class Scheduler:
             await asyncio.sleep(max(0.0, planned - time.monotonic()))
             name = slot.target.name
             if slot.running is not None and not slot.running.done():
-                self._on_skip(name, "overlap")
-                log.warning("probe_skipped", target=name, reason="overlap")
+                reason: SkipReason = "concurrency" if slot.queued else "overlap"
+                self._on_skip(name, reason)
+                log.warning("probe_skipped", target=name, reason=reason)
             else:
                 wall_planned = time.time() - (time.monotonic() - planned)
                 slot.running = self._spawn(slot, wall_planned)
             jitter = min(self._jitter_ratio * interval, 1.0)
             planned += interval + self._rand.uniform(-jitter, jitter)
+            now = time.monotonic()
+            if planned < now:
+                # The loop did not run for more than an interval (SIGSTOP, CPU throttling): the
+                # ticks it missed are gone. Firing them now would be a burst of probes measuring
+                # the stall itself, so resume from now.
+                missed = int((now - planned) // interval) + 1
+                log.warning("schedule_resumed", target=name, missed_ticks=missed)
+                planned = now + interval + self._rand.uniform(-jitter, jitter)
 
     def _spawn(self, slot: _Slot, wall_planned: float | None) -> asyncio.Task[ProbeResult]:
         task = asyncio.create_task(
-            self._probe_once(slot, wall_planned, None), name=f"probe:{slot.target.name}"
+            self._probe_once(slot, wall_planned, None, "scheduled"),
+            name=f"probe:{slot.target.name}",
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -134,14 +167,25 @@ class Scheduler:
         """Probe a configured target now (for `/probe`); None if no such target.
 
         The result goes to `sinks` when given instead of the scheduler's own (the blackbox-style
-        `/probe` keeps its probes out of the SLO series).
+        `/probe` keeps its probes out of the SLO series). Raises `OnDemandBusy` while an
+        on-demand probe of that target is in flight (at most one per target, so `/probe` cannot
+        queue paid runs without bound). The probe goes on if the caller goes away, and still
+        holds the target's place until it ends.
         """
         slot = self._slots.get(name)
         if slot is None:
             return None
+        if slot.on_demand is not None and not slot.on_demand.done():
+            limit_s = slot.target.timeout.total + CLEANUP_TIMEOUT_S + OUTER_MARGIN_S
+            left_s = limit_s - (time.monotonic() - slot.on_demand_started_s)
+            raise OnDemandBusy(name, max(1, math.ceil(left_s)))
         task = asyncio.create_task(
-            self._probe_once(slot, None, lines.append if lines is not None else None, sinks)
+            self._probe_once(
+                slot, None, lines.append if lines is not None else None, "on_demand", sinks
+            ),
+            name=f"probe-now:{name}",
         )
+        slot.on_demand, slot.on_demand_started_s = task, time.monotonic()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(task)
@@ -151,32 +195,53 @@ class Scheduler:
         slot: _Slot,
         wall_planned: float | None,
         say: Callable[[str], None] | None,
+        trigger: Trigger,
         sinks: SinkSet | None = None,
     ) -> ProbeResult:
         target = slot.target
-        async with slot.lock, self._sem:
-            if wall_planned is not None:
-                slot.starts.append((wall_planned, time.time()))
-            trace = TraceParent.new()
-            limit_s = target.timeout.total + CLEANUP_TIMEOUT_S + OUTER_MARGIN_S
-            t0_ns, wall0_ns = time.monotonic_ns(), time.time_ns()
+        async with slot.lock:
+            # Only the wait for the global cap counts as `concurrency`; a wait for the lock (an
+            # on-demand probe of this target runs) is an overlap like any other.
+            slot.queued = trigger == "scheduled"
             try:
-                async with asyncio.timeout(limit_s):
-                    result = await self._probe_fn(target, trace, say)
-            except TimeoutError:
-                result = failed_result(
-                    target, trace, t0_ns, wall0_ns, FailureKind.DEADLINE,
-                    f"probe exceeded the scheduler's limit of {limit_s:g}s",
-                )  # fmt: skip
-            except Exception as exc:  # a bug of ours; never stops the schedule
-                log.exception("probe_crashed", target=target.name)
-                result = failed_result(
-                    target, trace, t0_ns, wall0_ns, FailureKind.INTERNAL,
-                    f"internal error: {type(exc).__name__}: {exc}",
-                )  # fmt: skip
+                await self._sem.acquire()
+            finally:
+                slot.queued = False
+            try:
+                result = await self._run_limited(target, wall_planned, say, slot)
+            finally:
+                self._sem.release()
         if self._slots.get(target.name) is slot:  # still configured
-            (self._sinks if sinks is None else sinks).record(result)
+            (self._sinks if sinks is None else sinks).record(result, trigger)
         return result
+
+    async def _run_limited(
+        self,
+        target: Target,
+        wall_planned: float | None,
+        say: Callable[[str], None] | None,
+        slot: _Slot,
+    ) -> ProbeResult:
+        """One probe under the scheduler's outer deadline; never raises but for cancellation."""
+        if wall_planned is not None:
+            slot.starts.append((wall_planned, time.time()))
+        trace = TraceParent.new()
+        limit_s = target.timeout.total + CLEANUP_TIMEOUT_S + OUTER_MARGIN_S
+        t0_ns, wall0_ns = time.monotonic_ns(), time.time_ns()
+        try:
+            async with asyncio.timeout(limit_s):
+                return await self._probe_fn(target, trace, say)
+        except TimeoutError:
+            return failed_result(
+                target, trace, t0_ns, wall0_ns, FailureKind.DEADLINE,
+                f"probe exceeded the scheduler's limit of {limit_s:g}s",
+            )  # fmt: skip
+        except Exception as exc:  # a bug of ours; never stops the schedule
+            log.exception("probe_crashed", target=target.name)
+            return failed_result(
+                target, trace, t0_ns, wall0_ns, FailureKind.INTERNAL,
+                f"internal error: {type(exc).__name__}: {exc}",
+            )  # fmt: skip
 
     # ------------------------------------------------------------ shutdown
 

@@ -10,18 +10,33 @@
 | `GET /probe?target=NAME&format=prometheus` | the same, as blackbox gauges of that one probe |
 | `GET /-/probes` | recent results, failures kept longer, and the schedule |
 | `GET /-/probes/<id>` | one kept result by its id (trace id), with its log |
+| `GET /probe?target=NAME&format=svg` | probe now; the waterfall as SVG |
+| `GET /-/probes/<id>.svg` (`.json`) | waterfall of a kept result (`exporter.daemon.pictures`) |
+| `GET /-/probes/latest.svg?target=NAME` | redirect to that target's latest `<id>.svg` |
+| `GET /-/events` | Server-Sent Events: one `probe` event per finished probe (`.events`) |
 | `GET /` | HTML page of recent probes with their logs (`exporter.daemon.pages`) |
 
 `/probe` accepts only the name of a configured target. Any other value (including a URL) is a
 404, and nothing from the query string ever reaches a request: no open proxy (CVE-2020-16248).
+At most one on-demand probe per target runs at a time (another request gets 429 with
+`Retry-After`).
+
+`/probe` and `/-/reload` are *lifecycle* endpoints: they make the exporter do work (start paid LLM
+runs, re-read files), so they answer 403 unless `LGSE_WEB_ENABLE_LIFECYCLE` is on, as Prometheus
+does with `--web.enable-lifecycle`. With a web-config file that has `basic_auth_users`, every
+endpoint but `/healthz` and `/readyz` needs the credentials (401 with `WWW-Authenticate`
+otherwise); those two stay open for the kubelet and say nothing but "ok" (docs/RELIABILITY.md).
+
+Adding an endpoint: write an `async def _x(h, request) -> Response` and add a `Route` to
+`routes()`; authentication, lifecycle gating and method checks come from the `Route`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -29,15 +44,47 @@ import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from exporter.core.result import ProbeResult
+from exporter.daemon.events import EventBus, serve_events
 from exporter.daemon.pages import index_page
+from exporter.daemon.pictures import SVG, SVG_HEADERS, picture, svg_bytes
+from exporter.daemon.webconfig import BasicAuth
 from exporter.runtime import collector_paused
 
-__all__ = ["Handlers", "accepts_gzip", "make_app"]
+__all__ = [
+    "LIFECYCLE_DISABLED",
+    "Handlers",
+    "ProbeBusy",
+    "Request",
+    "Response",
+    "Route",
+    "accepts_gzip",
+    "make_app",
+    "routes",
+]
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+TEXT = "text/plain; charset=utf-8"
+JSON = "application/json"
+HTML = "text/html; charset=utf-8"
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+LIFECYCLE_DISABLED = (
+    b"lifecycle APIs are not enabled (/probe, /-/reload); start the exporter with "
+    b"LGSE_WEB_ENABLE_LIFECYCLE=true or --web.enable-lifecycle to enable them\n"
+)
+REALM = 'Basic realm="langgraph-stream-exporter", charset="UTF-8"'
+
+
+class ProbeBusy(Exception):
+    """`Handlers.run_probe` raises it while an on-demand probe of the target is in flight."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"an on-demand probe is running; retry after {retry_after_s}s")
 
 
 @dataclass(frozen=True)
@@ -47,6 +94,7 @@ class Handlers:
     registry: CollectorRegistry
     ready: Callable[[], bool]
     reload: Callable[[], Awaitable[tuple[bool, str]]]
+    #: Result as JSON-ready dict, None for an unknown target; raises `ProbeBusy`.
     run_probe: Callable[[str, bool], Awaitable[dict[str, Any] | None]]
     probes: Callable[[], dict[str, Any]]
     target_names: Callable[[], list[str]]
@@ -59,23 +107,86 @@ class Handlers:
     # `/metrics` from cached per-target blocks: (openmetrics, gzip) -> body. None: the
     # registry is rendered by prometheus_client on every scrape.
     exposition: Callable[..., bytes] | None = None
+    # Pictures and the event stream (exporter/daemon/pictures.py, events.py); None: 404.
+    #: `/probe?format=svg`: the result itself, None for an unknown target; raises `ProbeBusy`.
+    run_probe_result: Callable[[str], Awaitable[ProbeResult | None]] | None = None
+    find_result: Callable[[str], ProbeResult | None] | None = None
+    latest_result: Callable[[str], ProbeResult | None] | None = None
+    events: EventBus | None = None
 
 
-async def _respond(
-    send: Send, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8"
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+@dataclass(frozen=True)
+class Request:
+    """The parts of an ASGI HTTP scope an endpoint reads."""
+
+    method: str
+    path: str
+    query: Mapping[str, list[str]]
+    headers: tuple[tuple[bytes, bytes], ...]
+
+    @classmethod
+    def from_scope(cls, scope: Scope) -> Request:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        return cls(scope["method"], scope["path"], query, tuple(scope.get("headers", ())))
+
+    def header(self, name: bytes) -> str | None:
+        """The first value of a header (`name` in lower case), decoded as latin-1."""
+        for key, value in self.headers:
+            if key == name:
+                return value.decode("latin-1")
+        return None
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = TEXT
+    headers: tuple[tuple[str, str], ...] = ()
+
+    async def send(self, send: Send) -> None:
+        headers = [
+            (b"content-type", self.content_type.encode()),
+            (b"content-length", str(len(self.body)).encode()),
+            (b"cache-control", b"no-store"),
+            *((k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers),
+        ]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+@dataclass(frozen=True)
+class StreamingResponse(Response):
+    """A response that writes itself for as long as it lasts (`/-/events`): `run(receive,
+    send)` sends the start and the body parts."""
+
+    run: Callable[[Receive, Send], Awaitable[None]] | None = None
+
+
+Endpoint = Callable[[Handlers, Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One path. `methods` empty: any method. `lifecycle`: 403 unless lifecycle APIs are on.
+    `public`: no basic auth (liveness and readiness only). `prefix`: the route serves the
+    paths below its key too."""
+
+    endpoint: Endpoint
+    methods: frozenset[str] = field(default_factory=frozenset)
+    lifecycle: bool = False
+    public: bool = False
+    #: Also serves every path under this one (the key ends with "/").
+    prefix: bool = False
+
+
+def _match(table: Mapping[str, Route], path: str) -> Route | None:
+    """The route of `path`: an exact key, else the longest prefix route it falls under."""
+    route = table.get(path)
+    if route is not None:
+        return route
+    under = [k for k, r in table.items() if r.prefix and path.startswith(k) and path != k]
+    return table[max(under, key=len)] if under else None
 
 
 def _json(obj: Any) -> bytes:
@@ -83,7 +194,7 @@ def _json(obj: Any) -> bytes:
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
-    """True when an `Accept-Encoding` value admits gzip (RFC 9110 §12.5.3; `q=0` refuses)."""
+    """True when an `Accept-Encoding` value admits gzip (`gzip`, `x-gzip` or `*`; `q=0` refuses)."""
     for item in accept_encoding.split(","):
         coding, _, params = item.strip().partition(";")
         if coding.strip().lower() not in ("gzip", "x-gzip", "*"):
@@ -109,100 +220,175 @@ def _render_metrics(h: Handlers, accept: str, gzip_ok: bool) -> tuple[bytes, str
         return (gzip.compress(body, 1) if gzip_ok else body), content_type
 
 
-async def _respond_metrics(send: Send, body: bytes, content_type: str, gzipped: bool) -> None:
-    headers = [
-        (b"content-type", content_type.encode()),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
-        (b"vary", b"accept-encoding"),
-    ]
-    if gzipped:
-        headers.append((b"content-encoding", b"gzip"))
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+# ------------------------------------------------------------------ endpoints
 
 
-def make_app(h: Handlers) -> App:
-    """The ASGI application."""
+async def _metrics(h: Handlers, request: Request) -> Response:
+    accept = request.header(b"accept") or ""
+    gzip_ok = accepts_gzip(request.header(b"accept-encoding") or "")
+    # NOTE: in a thread, not on the loop: rendering (or joining and compressing) a large
+    # exposition takes tens of ms, and every token read meanwhile by a running probe would be
+    # stamped that late (docs/PERFORMANCE.md "Daemon scale").
+    body, content_type = await asyncio.to_thread(_render_metrics, h, accept, gzip_ok)
+    headers = [("vary", "accept-encoding")]
+    if gzip_ok:
+        headers.append(("content-encoding", "gzip"))
+    return Response(200, body, content_type, tuple(headers))
+
+
+async def _healthz(h: Handlers, request: Request) -> Response:
+    return Response(200, b"ok\n")
+
+
+async def _readyz(h: Handlers, request: Request) -> Response:
+    ok = h.ready()
+    return Response(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+
+
+async def _reload(h: Handlers, request: Request) -> Response:
+    ok, text = await h.reload()
+    return Response(200 if ok else 500, text.encode() + b"\n")
+
+
+def _unknown_target(h: Handlers) -> Response:
+    known = ", ".join(h.target_names()) or "none"
+    return Response(404, f"unknown target; configured targets: {known}\n".encode())
+
+
+async def _probe(h: Handlers, request: Request) -> Response:
+    values = request.query.get("target", [])
+    if len(values) != 1 or not values[0]:
+        return Response(400, b"give exactly one ?target=NAME of a configured target\n")
+    name = values[0]
+    blackbox = request.query.get("format", [""])[0] == "prometheus"
+    debug = request.query.get("debug", ["false"])[0].lower() in ("1", "true", "yes")
+    try:
+        if request.query.get("format", [""])[0] == "svg" and h.run_probe_result is not None:
+            probed = await h.run_probe_result(name)
+            if probed is None:
+                return _unknown_target(h)
+            return Response(200, h.mask(svg_bytes(probed)), SVG, SVG_HEADERS)
+        if blackbox and h.run_probe_metrics is not None:
+            body = await h.run_probe_metrics(name)
+            if body is None:
+                return _unknown_target(h)
+            return Response(200, h.mask(body), PROMETHEUS_TEXT)
+        result = await h.run_probe(name, debug)
+    except ProbeBusy as busy:
+        body = b"a probe of this target started by /probe is still running; retry later\n"
+        return Response(429, body, headers=(("retry-after", str(busy.retry_after_s)),))
+    if result is None:
+        return _unknown_target(h)
+    return Response(200, h.mask(_json(result)), JSON)
+
+
+async def _probes(h: Handlers, request: Request) -> Response:
+    return Response(200, h.mask(_json(h.probes())), JSON)
+
+
+async def _probe_detail(h: Handlers, request: Request) -> Response:
+    if h.find_result is not None and h.latest_result is not None:
+        pic = picture(request.path, request.query, find=h.find_result, latest=h.latest_result,
+                      mask=h.mask)  # fmt: skip
+        if pic is not None:
+            return Response(*pic)
+    detail = None
+    if h.probe_detail is not None:
+        detail = h.probe_detail(request.path.removeprefix("/-/probes/"))
+    if detail is None:
+        return Response(404, b"no such probe (only recent ones are kept)\n")
+    return Response(200, h.mask(_json(detail)), JSON)
+
+
+async def _events(h: Handlers, request: Request) -> Response:
+    bus = h.events
+    if bus is None:
+        return Response(404, b"not found\n")
+    last_id = request.header(b"last-event-id")
+
+    async def run(receive: Receive, send: Send) -> None:
+        await serve_events(bus, last_id, receive, send)
+
+    return StreamingResponse(200, b"", run=run)
+
+
+async def _index(h: Handlers, request: Request) -> Response:
+    return Response(200, h.mask(index_page(h.probes())), HTML)
+
+
+_READ = frozenset({"GET", "HEAD"})
+
+
+def routes() -> dict[str, Route]:
+    """Every path the daemon serves."""
+    return {
+        "/metrics": Route(_metrics, _READ),
+        "/healthz": Route(_healthz, public=True),
+        "/readyz": Route(_readyz, public=True),
+        "/-/reload": Route(_reload, frozenset({"POST"}), lifecycle=True),
+        "/probe": Route(_probe, lifecycle=True),
+        "/-/probes": Route(_probes),
+        "/-/probes/": Route(_probe_detail, _READ, prefix=True),
+        "/-/events": Route(_events, frozenset({"GET"})),
+        "/": Route(_index),
+    }
+
+
+# ------------------------------------------------------------------ the application
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def make_app(
+    h: Handlers,
+    *,
+    enable_lifecycle: bool = False,
+    auth: BasicAuth | None = None,
+    table: Mapping[str, Route] | None = None,
+) -> App:
+    """The ASGI application.
+
+    `auth`: basic auth for every non-public route (from the web-config file); checked before
+    anything else, so an unauthenticated caller learns nothing, not even whether lifecycle APIs
+    are on. `table` defaults to `routes()`.
+    """
+    table = dict(routes() if table is None else table)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await _lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
-        method: str = scope["method"]
-        path: str = scope["path"]
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-        json_type = "application/json"
-        if path == "/metrics" and method in ("GET", "HEAD"):
-            accept = accept_encoding = ""
-            for name, value in scope.get("headers", []):
-                if name == b"accept":
-                    accept = value.decode("latin-1")
-                elif name == b"accept-encoding":
-                    accept_encoding = value.decode("latin-1")
-            gzip_ok = accepts_gzip(accept_encoding)
-            # NOTE: in a thread, not on the loop: rendering (or joining and compressing) a
-            # large exposition takes tens of ms, and every token read meanwhile by a running
-            # probe would be stamped that late (docs/PERFORMANCE.md "Daemon scale").
-            body, content_type = await asyncio.to_thread(_render_metrics, h, accept, gzip_ok)
-            await _respond_metrics(send, body, content_type, gzip_ok)
-        elif path == "/healthz":
-            await _respond(send, 200, b"ok\n")
-        elif path == "/readyz":
-            ok = h.ready()
-            await _respond(send, 200 if ok else 503, b"ready\n" if ok else b"not ready\n")
-        elif path == "/-/reload":
-            if method != "POST":
-                await _respond(send, 405, b"use POST\n")
-                return
-            ok, text = await h.reload()
-            await _respond(send, 200 if ok else 500, text.encode() + b"\n")
-        elif path == "/probe":
-            values = query.get("target", [])
-            if len(values) != 1 or not values[0]:
-                await _respond(send, 400, b"give exactly one ?target=NAME of a configured target\n")
-                return
-            if query.get("format", [""])[0] == "prometheus" and h.run_probe_metrics is not None:
-                await _probe_metrics(send, h, values[0])
-                return
-            debug = query.get("debug", ["false"])[0].lower() in ("1", "true", "yes")
-            result = await h.run_probe(values[0], debug)
-            if result is None:
-                known = ", ".join(h.target_names()) or "none"
-                body = f"unknown target; configured targets: {known}\n".encode()
-                await _respond(send, 404, body)
-                return
-            await _respond(send, 200, h.mask(_json(result)), json_type)
-        elif path == "/-/probes":
-            await _respond(send, 200, h.mask(_json(h.probes())), json_type)
-        elif path.startswith("/-/probes/") and h.probe_detail is not None:
-            detail = h.probe_detail(path.removeprefix("/-/probes/"))
-            if detail is None:
-                await _respond(send, 404, b"no such probe (only recent ones are kept)\n")
-                return
-            await _respond(send, 200, h.mask(_json(detail)), json_type)
-        elif path == "/":
-            page = index_page(h.probes())
-            await _respond(send, 200, h.mask(page), "text/html; charset=utf-8")
+        request = Request.from_scope(scope)
+        route = _match(table, request.path)
+        if route is not None and route.public:
+            pass
+        elif auth is not None and not await auth.check(request.header(b"authorization")):
+            # Unknown paths too: a 404 would tell an unauthenticated caller what exists.
+            response = Response(401, b"unauthorized\n", headers=(("www-authenticate", REALM),))
+            await response.send(send)
+            return
+        if route is None:
+            response = Response(404, b"not found\n")
+        elif route.methods and request.method not in route.methods:
+            allow = ", ".join(sorted(route.methods))
+            response = Response(405, f"use {allow}\n".encode(), headers=(("allow", allow),))
+        elif route.lifecycle and not enable_lifecycle:
+            response = Response(403, LIFECYCLE_DISABLED)
         else:
-            await _respond(send, 404, b"not found\n")
+            response = await route.endpoint(h, request)
+        if isinstance(response, StreamingResponse) and response.run is not None:
+            await response.run(receive, send)
+            return
+        await response.send(send)
 
     return app
-
-
-async def _probe_metrics(send: Send, h: Handlers, name: str) -> None:
-    """`/probe?target=NAME&format=prometheus`: one probe as blackbox gauges (text format)."""
-    assert h.run_probe_metrics is not None
-    body = await h.run_probe_metrics(name)
-    if body is None:
-        known = ", ".join(h.target_names()) or "none"
-        await _respond(send, 404, f"unknown target; configured targets: {known}\n".encode())
-        return
-    await _respond(send, 200, h.mask(body), "text/plain; version=0.0.4; charset=utf-8")

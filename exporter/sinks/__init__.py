@@ -8,11 +8,19 @@ into probing. A failing sink is logged and counted and never stops the scheduler
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
 from exporter.core.result import ProbeResult
 
-__all__ = ["Sink", "SinkSet"]
+__all__ = ["SKIP_REASONS", "Sink", "SinkSet", "SkipReason", "Trigger"]
+
+#: Why a probe ran: its schedule, or a `GET /probe` (kept out of the SLO series,
+#: docs/RELIABILITY.md "On-demand probes").
+Trigger = Literal["scheduled", "on_demand"]
+#: Why a scheduled tick started no probe: the previous probe of the target still runs
+#: (`overlap`), or it still waits for the global concurrency cap (`concurrency`).
+SkipReason = Literal["overlap", "concurrency"]
+SKIP_REASONS: tuple[SkipReason, ...] = get_args(SkipReason)
 
 
 class Sink(Protocol):
@@ -20,7 +28,7 @@ class Sink(Protocol):
 
     name: str
 
-    def record(self, result: ProbeResult) -> None:
+    def record(self, result: ProbeResult, trigger: Trigger = "scheduled") -> None:
         """Take one finished result; must not block the event loop for long."""
 
     def close(self) -> None:
@@ -39,10 +47,14 @@ class SinkSet:
         self.sinks = list(sinks)
         self._on_error = on_error
 
-    def record(self, result: ProbeResult) -> None:
+    @property
+    def names(self) -> list[str]:
+        return [sink.name for sink in self.sinks]
+
+    def record(self, result: ProbeResult, trigger: Trigger = "scheduled") -> None:
         for sink in self.sinks:
             try:
-                sink.record(result)
+                sink.record(result, trigger)
             except Exception as exc:  # a sink bug must not stop probing
                 self._on_error(sink.name, exc)
 

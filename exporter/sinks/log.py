@@ -15,16 +15,23 @@ import structlog
 from exporter.core.errors import FailureKind
 from exporter.core.result import ProbeResult
 from exporter.core.stats import quantile
+from exporter.sinks import Trigger
 
-__all__ = ["History", "LogSink", "summary"]
+__all__ = ["History", "LogSink", "entry", "summary"]
 
 
-def summary(result: ProbeResult) -> dict[str, Any]:
-    """The compact per-probe fields used by the log line and `/-/probes`."""
+def summary(result: ProbeResult, trigger: Trigger = "scheduled") -> dict[str, Any]:
+    """The compact per-probe fields used by the log line and `/-/probes`.
+
+    `nodes` is a list with one entry per node execution that streamed tokens, in the order they
+    ran: a node that ran twice (agent -> tools -> agent) has two entries, never one merged or
+    overwritten entry. Each entry: `{"node", "ttft_s", "itl_p50_s", "tokens"}`, seconds.
+    """
     gaps = [g for n in result.nodes for g in n.itl_s()]
     rel = result.since_request_s
     out: dict[str, Any] = {
         "target": result.target,
+        "trigger": trigger,
         "outcome": result.outcome,
         "reason": None if result.failure is None else result.failure.kind.value,
         "run_id": result.run_id,
@@ -37,11 +44,16 @@ def summary(result: ProbeResult) -> dict[str, Any]:
         "itl_p50_s": _r(quantile(gaps, 0.5)),
         "tokens": result.tokens,
         "buffered": result.buffered,
-        "nodes": {
-            n.node: {"ttft_s": _r(n.ttft_s), "itl_p50_s": _r(quantile(n.itl_s(), 0.5))}
+        "nodes": [
+            {
+                "node": n.node,
+                "ttft_s": _r(n.ttft_s),
+                "itl_p50_s": _r(quantile(n.itl_s(), 0.5)),
+                "tokens": n.tokens,
+            }
             for n in result.nodes
             if n.tokens
-        },
+        ],
     }
     if result.failure is not None:
         out["error"] = result.failure.message[:300]
@@ -62,8 +74,8 @@ class LogSink:
     def __init__(self) -> None:
         self._log = structlog.get_logger("exporter.probe")
 
-    def record(self, result: ProbeResult) -> None:
-        fields = summary(result)
+    def record(self, result: ProbeResult, trigger: Trigger = "scheduled") -> None:
+        fields = summary(result, trigger)
         fields.pop("target")
         if result.failure is None:
             self._log.info("probe_finished", target=result.target, **fields)
@@ -82,13 +94,13 @@ class History:
     name = "history"
 
     def __init__(self, size: int = 100) -> None:
-        self.recent: deque[ProbeResult] = deque(maxlen=size)
-        self.failures: deque[ProbeResult] = deque(maxlen=size)
+        self.recent: deque[tuple[ProbeResult, Trigger]] = deque(maxlen=size)
+        self.failures: deque[tuple[ProbeResult, Trigger]] = deque(maxlen=size)
 
-    def record(self, result: ProbeResult) -> None:
-        self.recent.append(result)
+    def record(self, result: ProbeResult, trigger: Trigger = "scheduled") -> None:
+        self.recent.append((result, trigger))
         if result.failure is not None:
-            self.failures.append(result)
+            self.failures.append((result, trigger))
 
     def close(self) -> None:
         """Nothing to flush."""
@@ -97,17 +109,29 @@ class History:
         """Newest first. Each entry is `summary()` plus `id` (the trace id, the key of
         `find()` and `/-/probes/<id>`) and `log` (the probe's own lines, as `/probe?debug`)."""
         return {
-            "recent": [_entry(r) for r in reversed(self.recent)],
-            "failures": [_entry(r) for r in reversed(self.failures)],
+            "recent": [_entry(r, t) for r, t in reversed(self.recent)],
+            "failures": [_entry(r, t) for r, t in reversed(self.failures)],
         }
+
+    def latest(self, target: str) -> ProbeResult | None:
+        """The most recent kept result of `target` (`/-/probes/latest.svg?target=`)."""
+        for result, _ in reversed(self.recent):
+            if result.target == target:
+                return result
+        return None
 
     def find(self, probe_id: str) -> ProbeResult | None:
         """The kept result whose trace id is `probe_id`; None when unknown or already dropped."""
-        for result in (*self.recent, *self.failures):
+        for result, _ in (*self.recent, *self.failures):
             if result.trace_id == probe_id:
                 return result
         return None
 
 
-def _entry(result: ProbeResult) -> dict[str, Any]:
-    return {**summary(result), "id": result.trace_id, "log": list(result.log)}
+def entry(result: ProbeResult, trigger: Trigger = "scheduled") -> dict[str, Any]:
+    """One `/-/probes` entry; also the data of a `/-/events` event."""
+    return _entry(result, trigger)
+
+
+def _entry(result: ProbeResult, trigger: Trigger) -> dict[str, Any]:
+    return {**summary(result, trigger), "id": result.trace_id, "log": list(result.log)}

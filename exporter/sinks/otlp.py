@@ -30,6 +30,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from exporter import __version__
 from exporter.core.result import ProbeResult
 from exporter.core.stats import quantile
+from exporter.sinks import Trigger
 
 __all__ = ["OTLPSink"]
 
@@ -46,6 +47,11 @@ GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
 GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 GEN_AI_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"
+GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
+# OpenInference graph attributes: trace UIs (Phoenix, Arize) draw the agent graph from them.
+GRAPH_NODE_ID: Final = "graph.node.id"
+GRAPH_NODE_NAME: Final = "graph.node.name"
+GRAPH_NODE_PARENT_ID: Final = "graph.node.parent_id"
 # Our own namespace.
 LANGGRAPH_RUN_ID: Final = "langgraph.run_id"
 LANGGRAPH_NODE: Final = "langgraph.node"
@@ -55,6 +61,7 @@ PROBE_LOCATION: Final = "langgraph.probe.location"  # LGSE_LOCATION: where it pr
 PROBE_TTFT_S: Final = "langgraph.probe.time_to_first_token_s"
 PROBE_FIRST_EVENT_S: Final = "langgraph.probe.time_to_first_event_s"
 PROBE_TOKENS: Final = "langgraph.probe.tokens"
+PROBE_TRIGGER: Final = "langgraph.probe.trigger"
 PROBE_ITL_P50_S: Final = "langgraph.probe.inter_token_latency_p50_s"
 # Protocol v2 (docs/V2.md §4).
 PROBE_PROTOCOL: Final = "langgraph.probe.protocol"
@@ -145,12 +152,16 @@ class OTLPSink:
         *,
         batch: bool = True,
         on_export_failure: Callable[[], None] | None = None,
+        token_events: bool = False,
         location: str = "",
     ) -> None:
-        """`on_export_failure()` is called (from the export thread) for each failed batch;
-        a non-empty `location` (LGSE_LOCATION) is a root span attribute."""
+        """`on_export_failure()` is called (from the export thread) for each failed batch.
+        `token_events`: one `token` span event per token arrival on the `chat` spans
+        (`LGSE_SPAN_TOKEN_EVENTS`; off by default: a long answer makes a large span).
+        A non-empty `location` (LGSE_LOCATION) is a root span attribute."""
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
+        self.token_events = token_events
         self._ids = _ProbeIds()
         self._location = location or None
         resource = Resource.create(
@@ -164,7 +175,7 @@ class OTLPSink:
         self.provider.add_span_processor(processor)
         self._tracer = self.provider.get_tracer("langgraph-stream-exporter", __version__)
 
-    def record(self, result: ProbeResult) -> None:
+    def record(self, result: ProbeResult, trigger: Trigger = "scheduled") -> None:
         tracer = self._tracer
         if result.trace_id:
             self._ids.next_trace_id = int(result.trace_id, 16)
@@ -176,11 +187,15 @@ class OTLPSink:
         attrs = _attrs(
             (GEN_AI_OPERATION_NAME, "invoke_agent"),
             (GEN_AI_AGENT_NAME, result.assistant_id),
+            (GEN_AI_REQUEST_STREAM, True),
+            (GRAPH_NODE_ID, result.assistant_id),
+            (GRAPH_NODE_NAME, result.assistant_id),
             (PROBE_TARGET, result.target),
             (PROBE_LOCATION, self._location),
             (SERVER_ADDRESS, url.hostname),
             (SERVER_PORT, url.port),
             (PROBE_TOKENS, result.tokens),
+            (PROBE_TRIGGER, trigger),
             (GEN_AI_CONVERSATION_ID, result.thread_id),
             (LANGGRAPH_RUN_ID, result.run_id),
             (HTTP_RESPONSE_STATUS_CODE, result.http_status),
@@ -209,8 +224,12 @@ class OTLPSink:
             start = ex.start_ns or ex.basis_ns or first or result.t_request_ns
             last_tokens = [c.token_ns[-1] for c in ex.calls if c.token_ns]
             end = ex.end_ns or (max(last_tokens) if last_tokens else None) or result.t_end_ns
+            parent_id, _, own_name = ex.node.rpartition("/")
             node_attrs = _attrs(
                 (LANGGRAPH_NODE, ex.node),
+                (GRAPH_NODE_ID, ex.node),
+                (GRAPH_NODE_NAME, own_name),
+                (GRAPH_NODE_PARENT_ID, parent_id or result.assistant_id),
                 (PROBE_TOKENS, ex.tokens),
                 (LANGGRAPH_TASK_ID, ex.task_id),
                 (PROBE_TTFT_S, ex.ttft_s),
@@ -257,6 +276,15 @@ class OTLPSink:
                     attributes=call_attrs,
                     start_time=result.wall_ns(call_start),
                 )
+                if self.token_events:
+                    flags = call.reasoning or bytes(len(call.token_ns))
+                    for i, (t_ns, reasoning) in enumerate(zip(call.token_ns, flags, strict=False)):
+                        span.add_event(
+                            "token",
+                            {"langgraph.probe.token.index": i, "langgraph.probe.token.reasoning":
+                             bool(reasoning)},
+                            timestamp=result.wall_ns(t_ns),
+                        )  # fmt: skip
                 if not call.completed and failure is not None:
                     span.set_attribute(ERROR_TYPE, failure.kind.value)
                     span.set_status(Status(StatusCode.ERROR))

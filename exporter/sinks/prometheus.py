@@ -37,6 +37,7 @@ from exporter import __version__
 from exporter.core.errors import FailureKind
 from exporter.core.result import ProbeResult
 from exporter.core.stats import quantile
+from exporter.sinks import SKIP_REASONS, Trigger
 
 __all__ = ["NS", "PrometheusSink", "probe_exposition"]
 
@@ -166,6 +167,7 @@ class _TargetState:
     phase_hists: dict[str, _Hist] = field(default_factory=dict)
     reasoning_tokens: dict[str, int] = field(default_factory=dict)
     runs: dict[tuple[str, str], int] = field(default_factory=dict)
+    on_demand_runs: dict[tuple[str, str], int] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     nodes: set[str] = field(default_factory=set)
@@ -189,6 +191,7 @@ class _TargetState:
             phase_hists={k: h.copy() for k, h in self.phase_hists.items()},
             reasoning_tokens=dict(self.reasoning_tokens),
             runs=dict(self.runs),
+            on_demand_runs=dict(self.on_demand_runs),
             tokens=dict(self.tokens),
             skipped=dict(self.skipped),
             nodes=set(self.nodes),
@@ -234,9 +237,20 @@ class PrometheusSink:
             if st is None or st.labels != labels or st.assistant != assistant:
                 st = self._targets[target] = _TargetState(assistant, labels)
             st.version += 1
-            st.runs.setdefault(("success", ""), 0)
-            for kind in FailureKind:
-                st.runs.setdefault(("failure", kind.value), 0)
+            # Every counter exists at zero before its first increment, so rate() and the
+            # dashboard see a healthy exporter as 0, not "no data".
+            for runs in (st.runs, st.on_demand_runs):
+                runs.setdefault(("success", ""), 0)
+                for kind in FailureKind:
+                    runs.setdefault(("failure", kind.value), 0)
+            for reason in SKIP_REASONS:
+                st.skipped.setdefault(reason, 0)
+
+    def declare_sinks(self, sinks: Iterable[str]) -> None:
+        """Make `sink_errors_total{sink}` exist at zero for every configured sink."""
+        with self._lock:
+            for sink in sinks:
+                self._sink_errors.setdefault(sink, 0)
 
     def retain(self, targets: Iterable[str]) -> None:
         """Forget every series of targets no longer configured."""
@@ -279,17 +293,23 @@ class PrometheusSink:
             return node
         return OTHER_NODE
 
-    def record(self, result: ProbeResult) -> None:
+    def record(self, result: ProbeResult, trigger: Trigger = "scheduled") -> None:
+        """Count a result. An on-demand result (`GET /probe`) only counts in
+        `on_demand_runs_total`: it stays out of the SLO series (`runs_total`, the histograms,
+        `success`, ...), so nobody who can reach `/probe` can skew them (docs/RELIABILITY.md)."""
         now_s = time.time()
         tid = result.trace_id
+        reason = "" if result.failure is None else result.failure.kind.value
+        key = (result.outcome, reason)
         with self._lock:
             st = self._targets.get(result.target)
             if st is None:
                 return  # not (or no longer) configured
             st.version += 1
+            if trigger == "on_demand":
+                st.on_demand_runs[key] = st.on_demand_runs.get(key, 0) + 1
+                return
             st.last = result
-            reason = "" if result.failure is None else result.failure.kind.value
-            key = (result.outcome, reason)
             st.runs[key] = st.runs.get(key, 0) + 1
             if result.success:
                 st.last_success_s = now_s
@@ -545,7 +565,12 @@ _TARGET_FAMILIES: tuple[tuple[str, str, str], ...] = (
         '"How it measures"), else 0.',
         "gauge",
     ),
-    ("runs", "Probes by outcome and failure reason.", "counter"),
+    ("runs", "Scheduled probes by outcome and failure reason.", "counter"),
+    (
+        "on_demand_runs",
+        "Probes run through GET /probe, by outcome and failure reason (not in the SLO series).",
+        "counter",
+    ),
     ("tokens", "Tokens received, by node.", "counter"),
     ("reasoning_tokens", "Tokens that carried only reasoning, by node.", "counter"),
     ("probes_skipped", "Scheduled probes not started, by reason.", "counter"),
@@ -611,6 +636,9 @@ def _target_samples(labels: dict[str, str], st: _TargetState) -> dict[str, list[
             st.last_success_s)  # fmt: skip
     for (outcome, reason), count in sorted(st.runs.items()):
         add("runs", "runs_total", {**labels, "outcome": outcome, "reason": reason}, count)
+    for (outcome, reason), count in sorted(st.on_demand_runs.items()):
+        labels_r = {**labels, "outcome": outcome, "reason": reason}
+        add("on_demand_runs", "on_demand_runs_total", labels_r, count)
     for node, count in sorted(st.tokens.items()):
         add("tokens", "tokens_total", {**labels, "node": node}, count)
     for node, count in sorted(st.reasoning_tokens.items()):

@@ -222,6 +222,8 @@ def test_sidecar_mode_renders_only_the_configmap(render: Render) -> None:
         pytest.param("config.targets[0].api_key=secret", "config.targets.0", id="key-in-configmap"),
         pytest.param("replicaCount=-1", "replicaCount", id="negative-replicas"),
         pytest.param("serviceMonitr.enabled=true", "serviceMonitr", id="typo-top-level"),
+        pytest.param("web.config.tsl=true", "tsl", id="typo-web-config"),
+        pytest.param("serviceMonitor.scheme=ftp", "must be one of", id="scrape-scheme"),
     ],
 )
 def test_values_schema_rejects_bad_values(helm: Path, setting: str, message: str) -> None:
@@ -320,3 +322,67 @@ def test_standalone_mode_sets_no_shard_settings(render: Render) -> None:
     """Only the StatefulSet shards: a Deployment's replicas each probe every target."""
     env = {e["name"] for e in container(only(render(), "Deployment"))["env"]}
     assert not env & {"LGSE_SHARDS", "LGSE_SHARD", "LGSE_LOCATION"}
+
+
+# ------------------------------------------------------------------ the exporter's web surface
+
+WEB_TLS = ("--set", "web.config.existingSecret=lgse-web", "--set", "web.config.tls=true",
+           "--set", "web.tlsSecret=lgse-tls")  # fmt: skip
+
+
+def test_lifecycle_apis_stay_off_by_default(render: Render) -> None:
+    """Defaults set no LGSE_WEB_ENABLE_LIFECYCLE (so /probe and /-/reload answer 403);
+    web.enableLifecycle=true sets it."""
+    env = container(only(render(), "Deployment")).get("env", [])
+    assert "LGSE_WEB_ENABLE_LIFECYCLE" not in {e["name"] for e in env}
+    env = container(only(render("--set", "web.enableLifecycle=true"), "Deployment"))["env"]
+    assert {"name": "LGSE_WEB_ENABLE_LIFECYCLE", "value": "true"} in env
+
+
+def test_web_config_secret_is_mounted_and_named_in_the_environment(render: Render) -> None:
+    """web.config.existingSecret is mounted read-only beside the config and LGSE_WEB_CONFIG_FILE
+    points at its key; web.tlsSecret is mounted for the file's cert_file and key_file."""
+    deployment = only(render(*WEB_TLS), "Deployment")
+    exporter = container(deployment)
+    mounts = {m["name"]: m for m in exporter["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["exporter-web-config"]["secret"]["secretName"] == "lgse-web"
+    assert volumes["exporter-web-tls"]["secret"]["secretName"] == "lgse-tls"
+    web_dir = mounts["exporter-web-config"]["mountPath"]
+    assert mounts["exporter-web-config"]["readOnly"] and mounts["exporter-web-tls"]["readOnly"]
+    assert {"name": "LGSE_WEB_CONFIG_FILE", "value": f"{web_dir}/web-config.yml"} in exporter["env"]
+    assert not web_dir.startswith("/etc/langgraph-stream-exporter/")  # not inside the ConfigMap
+
+
+def test_probes_use_https_without_credentials_when_tls_is_on(render: Render) -> None:
+    """With web.config.tls, liveness and readiness use scheme HTTPS and carry no Authorization
+    header (the exporter serves /healthz and /readyz without basic auth)."""
+    exporter = container(only(render(*WEB_TLS), "Deployment"))
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert exporter[probe]["httpGet"]["scheme"] == "HTTPS", probe
+        assert "httpHeaders" not in exporter[probe]["httpGet"], probe
+
+
+def test_servicemonitor_scrapes_https_with_basic_auth_and_tls_config(render: Render) -> None:
+    """With TLS on, the ServiceMonitor endpoint is https and passes basicAuth and tlsConfig on."""
+    monitor = only(
+        render(*WEB_TLS, "--set", "serviceMonitor.enabled=true",
+               "--set", "serviceMonitor.basicAuth.username.name=scrape",
+               "--set", "serviceMonitor.basicAuth.username.key=user",
+               "--set", "serviceMonitor.basicAuth.password.name=scrape",
+               "--set", "serviceMonitor.basicAuth.password.key=password",
+               "--set", "serviceMonitor.tlsConfig.ca.secret.name=lgse-tls",
+               "--set", "serviceMonitor.tlsConfig.ca.secret.key=ca.crt"),
+        "ServiceMonitor",
+    )  # fmt: skip
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["basicAuth"]["password"] == {"name": "scrape", "key": "password"}
+    assert endpoint["tlsConfig"]["ca"]["secret"]["name"] == "lgse-tls"
+    assert k8s.manifest_errors(monitor) == []
+
+
+def test_web_tls_render_matches_kubernetes_schemas(render: Render) -> None:
+    """The manifests with the web-config and TLS Secrets mounted validate."""
+    docs = render(*WEB_TLS, "--set", "web.enableLifecycle=true")
+    assert [e for doc in docs for e in k8s.manifest_errors(doc)] == []

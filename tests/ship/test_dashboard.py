@@ -19,6 +19,7 @@ GAUGES = {
     "config_last_reload_successful",
     "buffered_gap_ratio",
     "max_tokens_per_read",
+    "stream_buffered",
     "http_status_code",
     "ssl_earliest_cert_expiry",
 }
@@ -32,6 +33,7 @@ HISTOGRAMS = {
     "time_per_output_token_seconds",
     "node_duration_seconds",
     "run_duration_seconds",
+    "time_to_first_answer_token_seconds",
 }
 # The exporter's metric families (docs/WIRE.md §17), as they appear in PromQL.
 METRICS = {f"langgraph_probe_{name}" for name in GAUGES | COUNTERS} | {

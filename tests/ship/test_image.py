@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from exporter import __version__
+
 from . import paths
 
 
@@ -84,7 +86,7 @@ def test_console_script_prints_the_version(image: Image) -> None:
     """`langgraph-stream-exporter --version` from the clean venv prints the package version."""
     proc = image.run("--version")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "langgraph-stream-exporter 0.1.0"
+    assert proc.stdout.strip() == f"langgraph-stream-exporter {__version__}"
 
 
 def test_check_config_accepts_the_baked_default_config(image: Image) -> None:

@@ -23,7 +23,13 @@ def free_port() -> int:
 
 
 class DaemonProcess:
-    """`python -m exporter run` with a config written from a dict; stderr goes to a log file."""
+    """`python -m exporter run` with a config written from a dict; stderr goes to a log file.
+
+    `lifecycle`: serve `/probe` and `POST /-/reload` (LGSE_WEB_ENABLE_LIFECYCLE), off by default
+    like the daemon. `web_config`: a web-config file (dict, written next to the config) passed
+    with `--web.config.file`; the URL is https when it has `tls_server_config`. `client`: httpx
+    keyword arguments (`verify`, `auth`, `cert`) for every request this helper makes.
+    """
 
     def __init__(
         self,
@@ -31,18 +37,29 @@ class DaemonProcess:
         workdir: Path,
         *,
         env: dict[str, str] | None = None,
+        lifecycle: bool = False,
+        web_config: dict[str, Any] | None = None,
+        client: dict[str, Any] | None = None,
     ) -> None:
         self.config_path = workdir / "config.yaml"
         self.log_path = workdir / "daemon.log"
         self.write_config(config)
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        tls = bool(web_config and web_config.get("tls_server_config"))
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.web_config_path: Path | None = None
+        if web_config is not None:
+            self.web_config_path = workdir / "web-config.yml"
+            self.web_config_path.write_text(yaml.safe_dump(web_config, sort_keys=False))
+        self.client = dict(client or {})
+        lifecycle_env = {"LGSE_WEB_ENABLE_LIFECYCLE": "true"} if lifecycle else {}
         # NOTE: the orphan sweep is off unless a test turns it on: it would send
         # `POST /threads/search` to every scripted server, whose request counts tests check.
         self._env = {
             **os.environ,
             "LGSE_LOG_FORMAT": "json",
             "LGSE_ORPHAN_SWEEP": "false",
+            **lifecycle_env,
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
@@ -52,32 +69,33 @@ class DaemonProcess:
         self.config_path.write_text(text)
 
     def start(self, timeout_s: float = 20.0) -> DaemonProcess:
+        args = [sys.executable, "-m", "exporter", "run", "--config", str(self.config_path),
+                "--listen", f"127.0.0.1:{self.port}"]  # fmt: skip
+        if self.web_config_path is not None:
+            args.append(f"--web.config.file={self.web_config_path}")
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "exporter", "run", "--config", str(self.config_path),
-                 "--listen", f"127.0.0.1:{self.port}"],
-                stdout=log, stderr=subprocess.STDOUT, env=self._env,
-            )  # fmt: skip
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self._env)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                if self.get("/readyz", timeout=1).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
+        self.stop()  # a daemon that never became ready must not outlive the test
         raise RuntimeError(f"daemon not ready within {timeout_s}s:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def get(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=kw.pop("timeout", 30), **kw)
+        return httpx.get(self.url + path, timeout=kw.pop("timeout", 30), **{**self.client, **kw})
 
     def post(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.post(self.url + path, timeout=kw.pop("timeout", 30), **kw)
+        return httpx.post(self.url + path, timeout=kw.pop("timeout", 30), **{**self.client, **kw})
 
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None
@@ -113,8 +131,13 @@ class Prometheus:
         workdir: Path,
         *,
         scrape_interval: str = "1s",
+        scrape_config: dict[str, Any] | None = None,
+        extra_jobs: list[dict[str, Any]] | None = None,
         extra_scrape_configs: list[dict[str, Any]] | None = None,
     ) -> None:
+        """`scrape_config`: extra keys of the scrape job (`basic_auth`, `tls_config`); the
+        scheme comes from `scrape_url`. `extra_jobs`: more jobs scraping `scrape_url` too (their
+        own keys win). `extra_scrape_configs`: more jobs exactly as given."""
         root = Path(__file__).resolve().parents[2]
         self.binary = root / ".tools" / "bin" / "prometheus"
         if not self.binary.exists():
@@ -123,7 +146,7 @@ class Prometheus:
             )
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        target = scrape_url.removeprefix("http://")
+        scheme, _, target = scrape_url.partition("://")
         self.config = workdir / "prometheus.yml"
         self.config.write_text(
             yaml.safe_dump(
@@ -132,8 +155,14 @@ class Prometheus:
                     "scrape_configs": [
                         {
                             "job_name": "langgraph-stream-exporter",
+                            "scheme": scheme,
                             "static_configs": [{"targets": [target]}],
+                            **(scrape_config or {}),
                         },
+                        *(
+                            {"scheme": scheme, "static_configs": [{"targets": [target]}], **job}
+                            for job in (extra_jobs or [])
+                        ),
                         *(extra_scrape_configs or []),
                     ],
                 }
@@ -184,3 +213,20 @@ class Prometheus:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=30)
+
+    def targets(self) -> list[dict[str, Any]]:
+        """The active scrape targets (`health`, `lastError`, `scrapeUrl`, ...)."""
+        r = httpx.get(self.url + "/api/v1/targets", params={"state": "active"}, timeout=10)
+        active: list[dict[str, Any]] = r.json()["data"]["activeTargets"]
+        return active
+
+    def wait_for_scrapes(self, timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
+        """Every active target by job name, once each has been scraped (health not unknown)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            by_job = {t["scrapePool"]: t for t in self.targets()}
+            if by_job and all(t["health"] != "unknown" for t in by_job.values()):
+                return by_job
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not every target scraped within {timeout_s}s: {by_job}")
+            time.sleep(0.2)  # Prometheus has no push notification

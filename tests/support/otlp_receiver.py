@@ -17,7 +17,7 @@ from __future__ import annotations
 import gzip
 import threading
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,10 +25,21 @@ from types import TracebackType
 from typing import Any, Literal
 
 import grpc
+from opentelemetry.proto.collector.metrics.v1 import (
+    metrics_service_pb2,
+    metrics_service_pb2_grpc,
+)
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-__all__ = ["OTLPReceiver", "ReceivedExport", "ReceivedSpan", "attributes_to_dict"]
+__all__ = [
+    "OTLPReceiver",
+    "ReceivedExport",
+    "ReceivedMetric",
+    "ReceivedPoint",
+    "ReceivedSpan",
+    "attributes_to_dict",
+]
 
 Protocol = Literal["grpc", "http"]
 
@@ -120,6 +131,73 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
+@dataclass(frozen=True)
+class ReceivedPoint:
+    """One histogram or sum data point as received."""
+
+    attributes: dict[str, Any]
+    value: float  # the sum of a histogram, the value of a sum
+    count: int  # histogram count; 0 for a sum
+    bounds: tuple[float, ...]
+    bucket_counts: tuple[int, ...]
+    exemplars: tuple[tuple[str, str, float], ...]  # (trace id hex, span id hex, value)
+
+
+@dataclass(frozen=True)
+class ReceivedMetric:
+    name: str
+    unit: str
+    description: str
+    kind: str  # "histogram", "sum", "gauge" …: the proto's data oneof
+    points: tuple[ReceivedPoint, ...]
+    resource: dict[str, Any]
+    protocol: Protocol
+
+
+def _flatten_metrics(
+    req: metrics_service_pb2.ExportMetricsServiceRequest, protocol: Protocol
+) -> list[ReceivedMetric]:
+    out: list[ReceivedMetric] = []
+    for rm in req.resource_metrics:
+        resource = attributes_to_dict(rm.resource.attributes)
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                kind = m.WhichOneof("data") or ""
+                points = []
+                for p in getattr(m, kind).data_points if kind else []:
+                    exemplars = tuple(
+                        (e.trace_id.hex(), e.span_id.hex(),
+                         e.as_double if e.WhichOneof("value") == "as_double" else float(e.as_int))
+                        for e in p.exemplars
+                    )  # fmt: skip
+                    if kind in ("histogram",):
+                        points.append(ReceivedPoint(
+                            attributes_to_dict(p.attributes), p.sum, p.count,
+                            tuple(p.explicit_bounds), tuple(p.bucket_counts), exemplars,
+                        ))  # fmt: skip
+                    else:
+                        value = p.as_double if p.WhichOneof("value") == "as_double" else p.as_int
+                        points.append(ReceivedPoint(
+                            attributes_to_dict(p.attributes), float(value), 0, (), (), exemplars,
+                        ))  # fmt: skip
+                out.append(ReceivedMetric(m.name, m.unit, m.description, kind, tuple(points),
+                                          resource, protocol))  # fmt: skip
+    return out
+
+
+class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def __init__(self, rx: OTLPReceiver) -> None:
+        self._rx = rx
+
+    def Export(  # name fixed by the generated servicer
+        self,
+        request: metrics_service_pb2.ExportMetricsServiceRequest,
+        context: grpc.ServicerContext,
+    ) -> metrics_service_pb2.ExportMetricsServiceResponse:
+        self._rx._store_metrics("grpc", request)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
 def _make_handler(rx: OTLPReceiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as a collector would
@@ -149,6 +227,14 @@ def _make_handler(rx: OTLPReceiver) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # stdlib naming
             raw = self._read_body()
+            if self.path.partition("?")[0] == "/v1/metrics":
+                if self.headers.get("content-encoding", "").strip().lower() == "gzip":
+                    raw = gzip.decompress(raw)
+                mreq = metrics_service_pb2.ExportMetricsServiceRequest.FromString(raw)
+                rx._store_metrics("http", mreq)
+                body = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
+                self._reply(200, body, "application/x-protobuf")
+                return
             if self.path.partition("?")[0] != "/v1/traces":
                 self._reply(404, b"not found", "text/plain")
                 return
@@ -188,6 +274,7 @@ class OTLPReceiver:
         self._cond = threading.Condition()
         self._spans: list[ReceivedSpan] = []
         self._exports: list[ReceivedExport] = []
+        self._metrics: list[ReceivedMetric] = []
         self._grpc: grpc.Server | None = None
         self._http: ThreadingHTTPServer | None = None
         self._http_thread: threading.Thread | None = None
@@ -212,6 +299,9 @@ class OTLPReceiver:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
             _TraceService(self), server
+        )
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            _MetricsService(self), server
         )
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
@@ -258,6 +348,39 @@ class OTLPReceiver:
             self._exports.append(ReceivedExport(protocol, req, dict(headers)))
             self._spans.extend(spans)
             self._cond.notify_all()
+
+    def _store_metrics(
+        self, protocol: Protocol, req: metrics_service_pb2.ExportMetricsServiceRequest
+    ) -> None:
+        metrics = _flatten_metrics(req, protocol)
+        with self._cond:
+            self._metrics.extend(metrics)
+            self._cond.notify_all()
+
+    def metrics(self) -> list[ReceivedMetric]:
+        with self._cond:
+            return list(self._metrics)
+
+    def wait_for_metrics(
+        self,
+        names: Iterable[str],
+        timeout_s: float,
+        until: Callable[[dict[str, ReceivedMetric]], bool] = lambda _: True,
+    ) -> dict[str, ReceivedMetric]:
+        """Block until every name arrived and `until(latest)` holds; returns the latest export
+        of each name (cumulative temporality: the latest holds everything). Raises TimeoutError
+        naming what did arrive."""
+        wanted = set(names)
+
+        def latest() -> dict[str, ReceivedMetric]:
+            return {m.name: m for m in self._metrics}
+
+        with self._cond:
+            if not self._cond.wait_for(
+                lambda: wanted <= set(latest()) and until(latest()), timeout_s
+            ):
+                raise TimeoutError(f"expected {sorted(wanted)}, got {sorted(latest())}")
+            return latest()
 
     def _count_rejected(self) -> None:
         with self._cond:

@@ -94,6 +94,39 @@ default CMD reads the same path.
 {{- end }}
 
 {{/*
+Where the web-config Secret and the TLS Secret are mounted: beside the ConfigMap's directory, not
+inside it (a mount point inside a read-only ConfigMap volume cannot be created).
+*/}}
+{{- define "langgraph-stream-exporter.webConfigDir" -}}
+/etc/langgraph-stream-exporter-web
+{{- end }}
+
+{{- define "langgraph-stream-exporter.webTlsDir" -}}
+/etc/langgraph-stream-exporter-tls
+{{- end }}
+
+{{/*
+A liveness or readiness probe from values, with scheme HTTPS on its httpGet when the web-config
+file turns TLS on (web.config.tls). /healthz and /readyz need no basic auth (docs/RELIABILITY.md),
+so no credentials go into the pod spec. Called with (list $ .Values.livenessProbe).
+*/}}
+{{- define "langgraph-stream-exporter.probeScheme" -}}
+{{- $root := index . 0 }}
+{{- $probe := deepCopy (index . 1) }}
+{{- if and $root.Values.web.config.tls (hasKey $probe "httpGet") }}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" }}
+{{- end }}
+{{- toYaml $probe }}
+{{- end }}
+
+{{/*
+Scheme of /metrics for the ServiceMonitor: serviceMonitor.scheme, else https when TLS is on.
+*/}}
+{{- define "langgraph-stream-exporter.metricsScheme" -}}
+{{- default (ternary "https" "http" .Values.web.config.tls) .Values.serviceMonitor.scheme }}
+{{- end }}
+
+{{/*
 The rendered targets file. One definition, so the ConfigMap and the checksum annotation agree.
 */}}
 {{- define "langgraph-stream-exporter.configYaml" -}}
@@ -124,6 +157,7 @@ args:
   - {{ include "langgraph-stream-exporter.configDir" . }}/config.yaml
   - --listen
   - {{ printf "0.0.0.0:%v" .Values.containerPort | quote }}
+{{- $web := .Values.web }}
 {{- if hasKey (.Values.env | default dict) "LGSE_GRACE_PERIOD_S" }}
 {{- fail "env.LGSE_GRACE_PERIOD_S is derived from terminationGracePeriodSeconds minus shutdownMarginSeconds: set those instead" }}
 {{- end }}
@@ -154,6 +188,14 @@ env:
         name: {{ .Values.apiKey.existingSecret }}
         key: {{ .Values.apiKey.key }}
   {{- end }}
+  {{- if $web.enableLifecycle }}
+  - name: LGSE_WEB_ENABLE_LIFECYCLE
+    value: "true"
+  {{- end }}
+  {{- if $web.config.existingSecret }}
+  - name: LGSE_WEB_CONFIG_FILE
+    value: {{ printf "%s/%s" (include "langgraph-stream-exporter.webConfigDir" .) $web.config.key | quote }}
+  {{- end }}
   {{- with .Values.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -163,14 +205,14 @@ ports:
     protocol: TCP
 {{- with .Values.livenessProbe }}
 livenessProbe:
-  {{- toYaml . | nindent 2 }}
+  {{- include "langgraph-stream-exporter.probeScheme" (list $ .) | nindent 2 }}
 {{- end }}
 {{- /* NOTE: in sidecar mode the pod is the LangGraph server's: an exporter that is not ready
 must never take the server out of its Service, so the sidecar has no readiness probe. */}}
 {{- if ne .Values.mode "sidecar" }}
 {{- with .Values.readinessProbe }}
 readinessProbe:
-  {{- toYaml . | nindent 2 }}
+  {{- include "langgraph-stream-exporter.probeScheme" (list $ .) | nindent 2 }}
 {{- end }}
 {{- end }}
 {{- with .Values.resources }}
@@ -187,6 +229,16 @@ volumeMounts:
     readOnly: true
   - name: exporter-tmp
     mountPath: /tmp
+  {{- if $web.config.existingSecret }}
+  - name: exporter-web-config
+    mountPath: {{ include "langgraph-stream-exporter.webConfigDir" . }}
+    readOnly: true
+  {{- end }}
+  {{- if $web.tlsSecret }}
+  - name: exporter-web-tls
+    mountPath: {{ include "langgraph-stream-exporter.webTlsDir" . }}
+    readOnly: true
+  {{- end }}
   {{- with .Values.extraVolumeMounts }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -202,6 +254,18 @@ The volumes the exporter container mounts: the targets file and a writable /tmp.
 - name: exporter-tmp
   emptyDir:
     sizeLimit: {{ .Values.tmpSizeLimit }}
+{{- with .Values.web.config.existingSecret }}
+- name: exporter-web-config
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
+{{- with .Values.web.tlsSecret }}
+- name: exporter-web-tls
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
 {{- with .Values.extraVolumes }}
 {{ toYaml . }}
 {{- end }}
