@@ -2,8 +2,9 @@
 # BENCH_ARGS passes options to bench/run.py, e.g. BENCH_ARGS="--levels 1,10 --duration 5".
 BENCH_ARGS ?=
 
-.PHONY: bench bench-scale
-# SCALE_ARGS passes options to bench/scale.py, e.g. SCALE_ARGS="--levels 10,100 --scrapes 2".
+.PHONY: bench
+# SCALE_ARGS passes options to bench/scale.py (the daemon scale part, ~7 min; run it alone with
+# `.venv/bin/python bench/scale.py`), e.g. SCALE_ARGS="--levels 10,100 --scrapes 2".
 SCALE_ARGS ?=
 # The benchmark compares transports: it needs the optional `[compare]` extra (aiohttp).
 COMPARE_STAMP := $(VENV)/.compare-stamp
@@ -13,7 +14,4 @@ $(COMPARE_STAMP): $(VENV_STAMP)
 
 bench: $(VENV_STAMP) $(COMPARE_STAMP) ## streaming-timing and daemon scale benchmarks, write docs/PERFORMANCE.md
 	$(PY) bench/run.py $(BENCH_ARGS)
-	$(PY) bench/scale.py $(SCALE_ARGS)
-
-bench-scale: $(VENV_STAMP) ## daemon scale benchmark only: 10 to 1000 targets, ~7 min (SCALE_ARGS)
 	$(PY) bench/scale.py $(SCALE_ARGS)
