@@ -290,7 +290,6 @@ class DevServer:
         self.stop()
 
 
-
 def _group_alive(pgid: int) -> bool:
     """Whether a process of group `pgid` is still running (zombies do not count: killed
     grandchildren are reparented and may wait for a reaper that never comes in a container)."""
@@ -310,6 +309,7 @@ def _wait_group_gone(pgid: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while _group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.02)
+
 
 def main(
     argv: list[str] | None = None,
