@@ -302,6 +302,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
             continue
         names = ", ".join(t.name for t in config.targets)
         sys.stdout.write(f"{path}: OK, {len(config.targets)} target(s): {names}\n")
+        if args.shards is not None:
+            from exporter.core.shard import shard_members
+
+            for k in range(args.shards):
+                own = shard_members((t.name for t in config.targets), k, args.shards)
+                sys.stdout.write(f"  shard {k}/{args.shards}: {len(own)}: {', '.join(own)}\n")
     return code
 
 
@@ -409,8 +415,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict", action="store_true",
         help="a secret source that yields nothing (or an unknown LGSE_* variable) is an error",
     )  # fmt: skip
+    p.add_argument(
+        "--shards", type=_positive_int, metavar="N",
+        help="also print which targets each of N shards probes (LGSE_SHARDS; docs/SCALING.md)",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_check_config)
     return parser
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
 
 
 def main(argv: Sequence[str] | None = None) -> int:

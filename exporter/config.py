@@ -167,7 +167,7 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 #: Labels the exporter sets itself; a static label may not shadow them.
 RESERVED_LABELS = frozenset(
-    {"target", "assistant", "node", "outcome", "reason", "sink", "le", "protocol"}
+    {"target", "assistant", "node", "outcome", "reason", "sink", "le", "protocol", "location"}
 )
 #: Labels Prometheus attaches to every scraped series; a static label of that name is renamed
 #: `exported_<name>` at scrape time (honor_labels: false), so it is rejected.
@@ -820,6 +820,22 @@ class Settings(BaseSettings):
         3600.0,
         description="a probe thread older than this is orphaned (keep it above every"
         " target's total timeout)",
+    )
+
+    shards: int = Field(
+        1, ge=1, description="replicas that split the targets between them (docs/SCALING.md)"
+    )
+    shard: str = Field(
+        "0",
+        pattern=r"^(auto|[0-9]+)$",
+        description="this replica's shard, 0-based and below LGSE_SHARDS; `auto` takes the"
+        " trailing ordinal of the hostname (a StatefulSet pod `name-2` is shard 2)",
+    )
+    location: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_.:-]{0,63}$",
+        description="where this replica probes from (e.g. eu-west, sidecar): a `location`"
+        " label on every series and a span attribute; empty adds no label",
     )
 
     @field_validator("transport")

@@ -78,7 +78,8 @@ def test_no_run_or_thread_ids_in_labels(live_stack: LiveStack) -> None:
         for sample in family.samples:
             names |= set(sample.labels)
     # `protocol` (legacy, v2) only on `protocol_info`: two values. `phase`: the connection
-    # phases (five values). `version`, `python`: `build_info` only.
+    # phases (five values). `version`, `python`: `build_info` only. `shard`, `shards`:
+    # `shard_info` only, one series per replica.
     allowed = {"target", "assistant", "node", "env", "outcome", "reason", "sink", "le", "protocol"}
-    allowed |= {"phase", "version", "python"}
+    allowed |= {"phase", "version", "python", "shard", "shards"}
     assert names <= allowed

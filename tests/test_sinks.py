@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import zlib
+from typing import Any
+
+import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.core.errors import FailureKind
 from exporter.core.result import CallTiming, Failure, NodeExecution, ProbeResult
@@ -179,6 +187,88 @@ def test_otlp_error_type_on_failure() -> None:
     (root,) = [s for s in exporter.get_finished_spans() if s.parent is None]
     assert root.attributes["error.type"] == "stalled"
     sink.close()
+
+
+def _families(parse: Any, data: bytes) -> dict[str, Any]:
+    """Parsed exposition, process_* left out (CPU time and memory move between two renders)."""
+    out = {}
+    for fam in parse(data.decode()):
+        if fam.name.startswith("process_"):
+            continue
+        samples = sorted(
+            (s.name, sorted(s.labels.items()), s.value, s.exemplar) for s in fam.samples
+        )
+        out[fam.name] = (fam.type, fam.documentation, samples)
+    return out
+
+
+def _busy_sink() -> PrometheusSink:
+    sink = sink_with("a", "b", "c")
+    sink.record(result("a", nodes=("agent", "tools")))
+    sink.record(result("b", failure=Failure(FailureKind.STALLED, "slow"), trace_id="34" * 16))
+    sink.count_skip("c", "overlap")
+    sink.count_sink_error("otlp")
+    return sink
+
+
+@pytest.mark.parametrize(
+    ("openmetrics", "encode", "parse"),
+    [
+        (True, generate_openmetrics, openmetrics_families),
+        (False, generate_latest, text_string_to_metric_families),
+    ],
+)
+def test_cached_exposition_parses_like_prometheus_client(
+    openmetrics: bool, encode: Any, parse: Any
+) -> None:
+    """`exposition()` (cached blocks) parses to the same families, samples and exemplars as
+    prometheus_client's own rendering of the registry, in both formats."""
+    sink = _busy_sink()
+    expected = _families(parse, encode(sink.registry))
+    assert _families(parse, sink.exposition(openmetrics=openmetrics)) == expected
+    sink.record(result("c", nodes=("x",)))  # after a change, from the cache again
+    expected = _families(parse, encode(sink.registry))
+    assert _families(parse, sink.exposition(openmetrics=openmetrics)) == expected
+
+
+def test_gzip_exposition_is_one_gzip_member_of_the_same_text() -> None:
+    """The gzip body (deflate segments joined, crc32 combined) decompresses to the plain one."""
+    sink = _busy_sink()
+    for openmetrics in (True, False):
+        packed = sink.exposition(openmetrics=openmetrics, gzip=True)
+        plain = sink.exposition(openmetrics=openmetrics)
+        # zlib checks the trailer's crc32 and length, and one member must hold everything.
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        text = d.decompress(packed)
+        assert d.eof and d.unused_data == b""
+        parse = openmetrics_families if openmetrics else text_string_to_metric_families
+        assert _families(parse, text) == _families(parse, plain)
+
+
+def test_a_new_result_renders_its_target_again_and_only_it() -> None:
+    """Blocks are reused until `record()` changes their target; then that target's bytes change."""
+    sink = _busy_sink()
+    sink.exposition(openmetrics=True, gzip=True)
+    before = {n: st.rendered[(True, True)] for n, st in sink._targets.items()}
+    sink.exposition(openmetrics=True, gzip=True)
+    assert all(sink._targets[n].rendered[(True, True)] is r for n, r in before.items())
+    sink.record(result("a", trace_id="56" * 16))
+    body = zlib.decompress(sink.exposition(openmetrics=True, gzip=True), 16 + zlib.MAX_WBITS)
+    after = {n: st.rendered[(True, True)] for n, st in sink._targets.items()}
+    assert after["b"] is before["b"] and after["c"] is before["c"]
+    assert after["a"].parts != before["a"].parts
+    assert b'trace_id="' + b"56" * 16 in body
+
+
+def test_location_labels_every_series_of_the_sink() -> None:
+    """LGSE_LOCATION adds `location` to every series of the exporter's own families."""
+    sink = PrometheusSink(location="eu-west")
+    sink.declare("t", "agent", {})
+    sink.record(result())
+    for fam in text_string_to_metric_families(sink.exposition(openmetrics=False).decode()):
+        for s in fam.samples:
+            if not s.name.startswith("process_"):
+                assert s.labels.get("location") == "eu-west", s
 
 
 # ------------------------------------------------------------------ counters exist at zero

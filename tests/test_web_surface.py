@@ -330,3 +330,12 @@ def test_real_prometheus_scrapes_over_tls_with_basic_auth(
     assert up and series
     assert without["health"] == "down", without
     assert "401" in without["lastError"], without["lastError"]
+
+
+def test_accept_encoding_gzip_unless_refused() -> None:
+    """`/metrics` compresses for gzip, x-gzip and `*`; `q=0` and other codings get plain text."""
+    from exporter.daemon.web import accepts_gzip
+
+    assert accepts_gzip("gzip") and accepts_gzip("br, gzip;q=0.5") and accepts_gzip("*")
+    assert not accepts_gzip("") and not accepts_gzip("identity")
+    assert not accepts_gzip("gzip;q=0") and not accepts_gzip("br, deflate")

@@ -49,6 +49,7 @@ from exporter.config import (
 )
 from exporter.core.errors import ConfigError
 from exporter.core.result import ProbeResult
+from exporter.core.shard import ordinal_from_hostname, shard_members
 from exporter.daemon.events import EventBus
 from exporter.daemon.scheduler import OnDemandBusy, Scheduler
 from exporter.daemon.web import Handlers, ProbeBusy, make_app
@@ -57,7 +58,12 @@ from exporter.http.client import client_for
 from exporter.probe import TraceParent, probe
 from exporter.probe.request import request_headers
 from exporter.probe.threads import sweep_orphaned_threads
-from exporter.runtime import freeze_startup_objects, run_async, share_gil_finely
+from exporter.runtime import (
+    collector_paused,
+    freeze_startup_objects,
+    run_async,
+    share_gil_finely,
+)
 from exporter.sinks import Sink, SinkSet
 from exporter.sinks.log import History, LogSink, entry, summary
 from exporter.sinks.prometheus import PrometheusSink, probe_exposition
@@ -240,10 +246,13 @@ class Daemon:
         self.settings = settings
         self.web_config = web_config
         self.config_path = config_path
-        self.config = config
+        self.shard = resolve_shard(settings, socket.gethostname())
+        self.prometheus = PrometheusSink(
+            max_nodes_per_target=settings.max_nodes_per_target, location=settings.location
+        )
+        self.config = self._my_shard(config)
         self.masker = Masker()
-        self.masker.update(config.targets)
-        self.prometheus = PrometheusSink(max_nodes_per_target=settings.max_nodes_per_target)
+        self.masker.update(self.config.targets)
         self.history = History(settings.history_size)
         if log_stream is not None:
             log_stream.on_failure = lambda: self.prometheus.count_sink_error("log")
@@ -262,6 +271,7 @@ class Daemon:
 
             self.otlp = OTLPSink(
                 on_export_failure=lambda: self.prometheus.count_sink_error("otlp"),
+                location=settings.location,
                 token_events=settings.span_token_events,
             )
             sinks.append(self.otlp)
@@ -295,6 +305,17 @@ class Daemon:
         self.prometheus.count_sink_error(sink)
         log.error("sink_failed", sink=sink, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
 
+    def _my_shard(self, config: Config) -> Config:
+        """The targets of this replica's shard (all of them with one shard; docs/SCALING.md)."""
+        shards = self.settings.shards
+        names = shard_members((t.name for t in config.targets), self.shard, shards)
+        mine = set(names)
+        own = config.model_copy(
+            update={"targets": tuple(t for t in config.targets if t.name in mine)}
+        )
+        self.prometheus.set_shard(self.shard, shards, len(own.targets), len(config.targets))
+        return own
+
     def _declare(self, config: Config) -> None:
         for t in config.targets:
             self.prometheus.declare(t.name, t.assistant_id, dict(t.labels))
@@ -312,6 +333,7 @@ class Daemon:
                     f"{exc.path}: {p}" for p in exc.problems
                 )
             assert self.scheduler is not None
+            config = self._my_shard(config)
             self.config = config
             self.masker.update(config.targets)
             warn_on_open_secret_files(config.targets)
@@ -431,6 +453,13 @@ class Daemon:
                 log.error("orphan_sweep_failed", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(self.settings.orphan_sweep_interval)
 
+    async def _refresh_exposition(self) -> None:
+        """Render changed targets' `/metrics` blocks once a second, off the loop, so a scrape
+        only joins ready bytes (docs/PERFORMANCE.md "Daemon scale")."""
+        while True:
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(_refresh, self.prometheus)
+
     async def run(self, sock: socket.socket) -> int:
         """Serve on the bound `sock` until a signal; returns the exit status."""
         host, port = sock.getsockname()[:2]
@@ -445,6 +474,7 @@ class Daemon:
         self.prometheus.in_flight = lambda: scheduler.in_flight
         handlers = Handlers(
             registry=self.prometheus.registry,
+            exposition=self.prometheus.exposition,
             ready=lambda: self._ready,
             reload=self.reload,
             run_probe=self._run_probe,
@@ -506,6 +536,7 @@ class Daemon:
         )
         if auth is not None and scheme == "http":
             log.warning("basic_auth_without_tls", detail="passwords cross the network in clear")
+        renderer = asyncio.create_task(self._refresh_exposition(), name="exposition")
         sweeper = (
             asyncio.create_task(self._sweep_forever(), name="orphan-sweep")
             if self.settings.orphan_sweep
@@ -515,6 +546,7 @@ class Daemon:
         await asyncio.wait({web, stopper}, return_when=asyncio.FIRST_COMPLETED)
         # 1. Stop accepting work: no new probes, readiness off.
         self._ready = False
+        renderer.cancel()
         if sweeper is not None:
             sweeper.cancel()
         scheduler.stop_scheduling()
@@ -528,6 +560,31 @@ class Daemon:
         await asyncio.to_thread(self.sinks.close)
         log.info("exporter_stopped")
         return 0
+
+
+def _refresh(sink: PrometheusSink) -> None:
+    with collector_paused():
+        sink.refresh()
+
+
+def resolve_shard(settings: Settings, hostname: str) -> int:
+    """This replica's shard: `LGSE_SHARD`, or with `auto` the ordinal ending `hostname`.
+
+    Raises SettingsError naming the variable when the shard is not below `LGSE_SHARDS` or the
+    hostname has no ordinal.
+    """
+    if settings.shard == "auto":
+        try:
+            shard = ordinal_from_hostname(hostname)
+        except ValueError as exc:
+            raise SettingsError([f"LGSE_SHARD='auto': {exc}"]) from exc
+    else:
+        shard = int(settings.shard)
+    if shard >= settings.shards:
+        raise SettingsError(
+            [f"LGSE_SHARD={shard}: must be below LGSE_SHARDS={settings.shards} (0-based)"]
+        )
+    return shard
 
 
 async def _probe(
@@ -564,6 +621,7 @@ def serve(
     """
     try:
         settings = load_settings()
+        resolve_shard(settings, socket.gethostname())
     except SettingsError as exc:
         for problem in exc.problems:
             sys.stderr.write(f"langgraph-stream-exporter: error: {problem}\n")

@@ -2,7 +2,7 @@
 
 | path | what |
 | --- | --- |
-| `GET /metrics` | Prometheus text format, or OpenMetrics (with exemplars) when the scraper asks |
+| `GET /metrics` | Prometheus text, or OpenMetrics (exemplars) when asked; gzip when accepted |
 | `GET /healthz` | 200 while the process runs |
 | `GET /readyz` | 200 once a config is loaded and probes are scheduled; 503 while shutting down |
 | `POST /-/reload` | reload the targets file (also SIGHUP); 500 with the problems if invalid |
@@ -34,6 +34,7 @@ Adding an endpoint: write an `async def _x(h, request) -> Response` and add a `R
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,7 @@ __all__ = [
     "Request",
     "Response",
     "Route",
+    "accepts_gzip",
     "make_app",
     "routes",
 ]
@@ -102,6 +104,9 @@ class Handlers:
     run_probe_metrics: Callable[[str], Awaitable[bytes | None]] | None = None
     # `/-/probes/<id>`: one kept result; None when unknown.
     probe_detail: Callable[[str], dict[str, Any] | None] | None = None
+    # `/metrics` from cached per-target blocks: (openmetrics, gzip) -> body. None: the
+    # registry is rendered by prometheus_client on every scrape.
+    exposition: Callable[..., bytes] | None = None
     # Pictures and the event stream (exporter/daemon/pictures.py, events.py); None: 404.
     #: `/probe?format=svg`: the result itself, None for an unknown target; raises `ProbeBusy`.
     run_probe_result: Callable[[str], Awaitable[ProbeResult | None]] | None = None
@@ -188,21 +193,47 @@ def _json(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n"
 
 
-def _render(encoder: Callable[[CollectorRegistry], bytes], registry: CollectorRegistry) -> bytes:
-    """Render an exposition with the cycle collector paused (see `exporter.runtime`)."""
+def accepts_gzip(accept_encoding: str) -> bool:
+    """True when an `Accept-Encoding` value admits gzip (`gzip`, `x-gzip` or `*`; `q=0` refuses)."""
+    for item in accept_encoding.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() not in ("gzip", "x-gzip", "*"):
+            continue
+        q = params.strip().lower()
+        if q.startswith("q="):
+            try:
+                return float(q[2:]) > 0
+            except ValueError:
+                return False
+        return True
+    return False
+
+
+def _render_metrics(h: Handlers, accept: str, gzip_ok: bool) -> tuple[bytes, str]:
+    """The `/metrics` body and its content type; in a thread, with the collector paused."""
+    encoder, content_type = choose_encoder(accept)
     with collector_paused():
-        return encoder(registry)
+        if h.exposition is not None:
+            openmetrics = content_type.startswith("application/openmetrics-text")
+            return h.exposition(openmetrics=openmetrics, gzip=gzip_ok), content_type
+        body = encoder(h.registry)
+        return (gzip.compress(body, 1) if gzip_ok else body), content_type
 
 
 # ------------------------------------------------------------------ endpoints
 
 
 async def _metrics(h: Handlers, request: Request) -> Response:
-    encoder, content_type = choose_encoder(request.header(b"accept") or "")
-    # NOTE: in a thread, not on the loop: a large exposition takes ~100 ms to render,
-    # and every token read meanwhile by a running probe would be stamped that late.
-    body = await asyncio.to_thread(_render, encoder, h.registry)
-    return Response(200, body, content_type)
+    accept = request.header(b"accept") or ""
+    gzip_ok = accepts_gzip(request.header(b"accept-encoding") or "")
+    # NOTE: in a thread, not on the loop: rendering (or joining and compressing) a large
+    # exposition takes tens of ms, and every token read meanwhile by a running probe would be
+    # stamped that late (docs/PERFORMANCE.md "Daemon scale").
+    body, content_type = await asyncio.to_thread(_render_metrics, h, accept, gzip_ok)
+    headers = [("vary", "accept-encoding")]
+    if gzip_ok:
+        headers.append(("content-encoding", "gzip"))
+    return Response(200, body, content_type, tuple(headers))
 
 
 async def _healthz(h: Handlers, request: Request) -> Response:

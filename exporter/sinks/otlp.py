@@ -57,6 +57,7 @@ LANGGRAPH_RUN_ID: Final = "langgraph.run_id"
 LANGGRAPH_NODE: Final = "langgraph.node"
 LANGGRAPH_TASK_ID: Final = "langgraph.task_id"
 PROBE_TARGET: Final = "langgraph.probe.target"
+PROBE_LOCATION: Final = "langgraph.probe.location"  # LGSE_LOCATION: where it probed from
 PROBE_TTFT_S: Final = "langgraph.probe.time_to_first_token_s"
 PROBE_FIRST_EVENT_S: Final = "langgraph.probe.time_to_first_event_s"
 PROBE_TOKENS: Final = "langgraph.probe.tokens"
@@ -152,14 +153,17 @@ class OTLPSink:
         batch: bool = True,
         on_export_failure: Callable[[], None] | None = None,
         token_events: bool = False,
+        location: str = "",
     ) -> None:
         """`on_export_failure()` is called (from the export thread) for each failed batch.
         `token_events`: one `token` span event per token arrival on the `chat` spans
-        (`LGSE_SPAN_TOKEN_EVENTS`; off by default: a long answer makes a large span)."""
+        (`LGSE_SPAN_TOKEN_EVENTS`; off by default: a long answer makes a large span).
+        A non-empty `location` (LGSE_LOCATION) is a root span attribute."""
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
         self.token_events = token_events
         self._ids = _ProbeIds()
+        self._location = location or None
         resource = Resource.create(
             {"service.name": "langgraph-stream-exporter", "service.version": __version__}
         )
@@ -187,6 +191,7 @@ class OTLPSink:
             (GRAPH_NODE_ID, result.assistant_id),
             (GRAPH_NODE_NAME, result.assistant_id),
             (PROBE_TARGET, result.target),
+            (PROBE_LOCATION, self._location),
             (SERVER_ADDRESS, url.hostname),
             (SERVER_PORT, url.port),
             (PROBE_TOKENS, result.tokens),

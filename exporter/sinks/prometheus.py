@@ -18,15 +18,20 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import struct
 import threading
 import time
+import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import Exemplar, Metric, Sample
 from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as _generate_openmetrics
+from prometheus_client.utils import floatToGoString as _float_to_go
 
 from exporter import __version__
 from exporter.core.errors import FailureKind
@@ -35,6 +40,9 @@ from exporter.core.stats import quantile
 from exporter.sinks import SKIP_REASONS, Trigger
 
 __all__ = ["NS", "PrometheusSink", "probe_exposition"]
+
+#: prometheus_client's value formatting (Go's, for `le` and values); typed here.
+_go_float = cast(Callable[[float], str], _float_to_go)
 
 NS = "langgraph_probe_"
 OTHER_NODE = "__other__"
@@ -84,18 +92,21 @@ _NODE_HISTS = {
 
 
 class _Hist:
-    __slots__ = ("bounds", "counts", "exemplars", "sum")
+    __slots__ = ("bounds", "counts", "exemplar_text", "exemplars", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)
         self.exemplars: list[Exemplar | None] = [None] * (len(bounds) + 1)
+        # Each exemplar's OpenMetrics text, made by the first render that needs it.
+        self.exemplar_text: list[str | None] = [None] * (len(bounds) + 1)
         self.sum = 0.0
 
     def copy(self) -> _Hist:
         new = _Hist.__new__(_Hist)
         new.bounds, new.counts, new.sum = self.bounds, list(self.counts), self.sum
         new.exemplars = list(self.exemplars)
+        new.exemplar_text = list(self.exemplar_text)
         return new
 
     def observe(self, value: float, trace_id: str | None, now_s: float) -> None:
@@ -104,6 +115,7 @@ class _Hist:
         self.sum += value
         if trace_id:
             self.exemplars[i] = Exemplar({"trace_id": trace_id}, value, now_s)
+            self.exemplar_text[i] = None
 
     def samples(self, name: str, labels: dict[str, str]) -> Iterator[Sample]:
         acc = 0
@@ -113,6 +125,37 @@ class _Hist:
             yield Sample(name + "_bucket", {**labels, "le": le_s}, acc, None, self.exemplars[i])
         yield Sample(name + "_count", labels, acc, None, None)
         yield Sample(name + "_sum", labels, self.sum, None, None)
+
+    def render(self, prefixes: _Prefixes, openmetrics: bool) -> str:
+        """The lines `samples()` gives, formatted as prometheus_client would (exemplars: OM)."""
+        lines = []
+        acc = 0
+        exemplars = self.exemplars if openmetrics else self._no_exemplars
+        head, tail = prefixes.bucket_head, prefixes.bucket_tail
+        for i, (le, count, ex) in enumerate(zip(prefixes.les, self.counts, exemplars, strict=True)):
+            acc += count
+            value = f"{acc}.0" if acc < 1_000_000 else _go_float(acc)
+            if ex is None:
+                lines.append(f"{head}{le}{tail}{value}\n")
+            else:
+                text = self.exemplar_text[i]
+                if text is None:
+                    text = self.exemplar_text[i] = _exemplar(ex)
+                lines.append(f"{head}{le}{tail}{value}{text}\n")
+        value = f"{acc}.0" if acc < 1_000_000 else _go_float(acc)
+        lines.append(f"{prefixes.count}{value}\n{prefixes.sum}{_go_float(self.sum)}\n")
+        return "".join(lines)
+
+    @property
+    def _no_exemplars(self) -> list[None]:
+        return [None] * len(self.counts)
+
+
+def _exemplar(ex: Exemplar) -> str:
+    labels = "{" + _label_str(ex.labels) + "}"
+    if ex.timestamp is None:
+        return f" # {labels} {_go_float(ex.value)}"
+    return f" # {labels} {_go_float(ex.value)} {ex.timestamp}"
 
 
 @dataclass
@@ -133,6 +176,11 @@ class _TargetState:
     last_ratio: dict[str, float] = field(default_factory=dict)
     # Kept across probes that fail before a handshake (a timeout must not hide the expiry).
     cert_not_after_s: float | None = None
+    # Exposition cache (`PrometheusSink.exposition`): bumped by every change of this state;
+    # a rendering per format (text, OpenMetrics) is reused while its version matches.
+    version: int = 0
+    rendered: dict[tuple[bool, bool], _Rendered] = field(default_factory=dict)
+    prefixes: dict[tuple[str, str], _Prefixes] = field(default_factory=dict)
 
     def snapshot(self) -> _TargetState:
         """A copy that later `record()` calls do not change (cheap: counts, not samples)."""
@@ -156,9 +204,13 @@ class PrometheusSink:
 
     name = "prometheus"
 
-    def __init__(self, *, max_nodes_per_target: int = 50) -> None:
+    def __init__(self, *, max_nodes_per_target: int = 50, location: str = "") -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self._max_nodes = max_nodes_per_target
+        # `LGSE_LOCATION`: one more label on every series of this sink (docs/SCALING.md).
+        self._const_labels = {"location": location} if location else {}
+        #: (shard, shards, targets of this shard, targets in the file): `set_shard`.
+        self.shard: tuple[int, int, int, int] = (0, 1, 0, 0)
         self._lock = threading.Lock()
         self._targets: dict[str, _TargetState] = {}
         self._sink_errors: dict[str, int] = {}
@@ -166,9 +218,11 @@ class PrometheusSink:
         self.reload_ok = 1.0
         self.reload_ok_timestamp_s = time.time()
         self.in_flight: Callable[[], int] = lambda: 0
+        # (openmetrics, gzip) of every scrape so far: the renderings `refresh()` keeps ready.
+        self._kinds_scraped: set[tuple[bool, bool]] = set()
         self.registry.register(self)
         # The exporter's own health: process_resident_memory_bytes, _cpu_seconds_total, _open_fds.
-        ProcessCollector(registry=self.registry)
+        self._process: ProcessCollector | None = ProcessCollector(registry=self.registry)
 
     # --------------------------------------------------------------- feeding
 
@@ -182,6 +236,7 @@ class PrometheusSink:
             st = self._targets.get(target)
             if st is None or st.labels != labels or st.assistant != assistant:
                 st = self._targets[target] = _TargetState(assistant, labels)
+            st.version += 1
             # Every counter exists at zero before its first increment, so rate() and the
             # dashboard see a healthy exporter as 0, not "no data".
             for runs in (st.runs, st.on_demand_runs):
@@ -209,6 +264,7 @@ class PrometheusSink:
         with self._lock:
             st = self._targets.get(target)
             if st is not None:
+                st.version += 1
                 st.skipped[reason] = st.skipped.get(reason, 0) + 1
 
     def count_sink_error(self, sink: str) -> None:
@@ -219,6 +275,10 @@ class PrometheusSink:
         """Probe threads a dead exporter left on a server, deleted by the sweeper."""
         with self._lock:
             self._orphans_deleted += count
+
+    def set_shard(self, shard: int, shards: int, targets: int, configured: int) -> None:
+        """This replica's shard of `shards`, its target count and the file's (shard_* gauges)."""
+        self.shard = (shard, shards, targets, configured)
 
     def set_reload(self, ok: bool) -> None:
         self.reload_ok = 1.0 if ok else 0.0
@@ -245,6 +305,7 @@ class PrometheusSink:
             st = self._targets.get(result.target)
             if st is None:
                 return  # not (or no longer) configured
+            st.version += 1
             if trigger == "on_demand":
                 st.on_demand_runs[key] = st.on_demand_runs.get(key, 0) + 1
                 return
@@ -308,21 +369,14 @@ class PrometheusSink:
     # --------------------------------------------------------------- exposition
 
     def collect(self) -> Iterable[Metric]:
-        # NOTE: the web layer renders off the event loop (50 targets take ~100 ms to render, and
-        # the loop stamps every token of every running probe). Only the copy holds the lock, so
-        # `record()` on the loop never waits for a render.
+        # The registry path (`generate_latest(sink.registry)`); `/metrics` uses `exposition()`,
+        # which returns the same series from cached per-target bytes. Only the copy holds the
+        # lock, so `record()` on the loop never waits for a render.
         with self._lock:
             targets = {name: st.snapshot() for name, st in self._targets.items()}
             sink_error_counts = dict(self._sink_errors)
-            orphans = self._orphans_deleted
         yield from self._collect(targets, sink_error_counts)
-        swept = Metric(
-            NS + "orphaned_threads_deleted",
-            "Probe threads left behind by a stopped exporter, deleted by the sweeper.",
-            "counter",
-        )
-        swept.add_sample(NS + "orphaned_threads_deleted_total", {}, orphans)
-        yield swept
+        yield self._orphans_metric()
 
     def describe(self) -> Iterable[Metric]:
         return []
@@ -330,144 +384,434 @@ class PrometheusSink:
     def _collect(
         self, targets: dict[str, _TargetState], sink_error_counts: dict[str, int]
     ) -> Iterator[Metric]:
+        fams = {n: Metric(NS + n, doc, kind) for n, doc, kind in _TARGET_FAMILIES}
+        for name, st in targets.items():
+            labels = self._labels(name, st)
+            for fam, samples in _target_samples(labels, st).items():
+                fams[fam].samples.extend(samples)
+            for fam, _key, hist_labels, hist in _target_hists(labels, st):
+                fams[fam].samples.extend(hist.samples(NS + fam, hist_labels))
+        yield from fams.values()
+        yield from self._global_metrics(sink_error_counts)
+
+    def _labels(self, name: str, st: _TargetState) -> dict[str, str]:
+        return {"target": name, "assistant": st.assistant, **st.labels, **self._const_labels}
+
+    def _global_metrics(self, sink_error_counts: dict[str, int]) -> Iterator[Metric]:
+        """The exporter's own families: one series each (or one per sink), not per target."""
+        const = self._const_labels
+
         def fam(name: str, doc: str, kind: str) -> Metric:
             return Metric(NS + name, doc, kind)
 
-        success = fam("success", "1 if the last probe succeeded, else 0.", "gauge")
-        duration = fam("duration_seconds", "Duration of the last probe.", "gauge")
-        last_ok = fam(
-            "last_success_timestamp_seconds", "Unix time of the last successful probe.", "gauge"
-        )
-        ratio = fam(
-            "buffered_gap_ratio",
-            "Share of token gaps under 1 ms in the last probe (near 1: a proxy buffers SSE).",
-            "gauge",
-        )
-        burst = fam(
-            "max_tokens_per_read", "Most tokens read in one socket read, last probe.", "gauge"
-        )
-        protocol = fam(
-            "protocol_info", "1 for the streaming protocol of the last probe (legacy, v2).", "gauge"
-        )
-        delivery = fam(
-            "delivery_buffered",
-            "v2, last probe: 1 if the server's token gaps were steady and the received ones"
-            " were not (batched or polled delivery), else 0.",
-            "gauge",
-        )
-        status_code = fam(
-            "http_status_code",
-            "HTTP status of the last probe's run request; 0 when none arrived (blackbox's "
-            "probe_http_status_code).",
-            "gauge",
-        )
-        cert_expiry = fam(
-            "ssl_earliest_cert_expiry",
-            "Unix time the server's TLS certificate expires, seen by the last https probe that "
-            "completed a handshake (blackbox's probe_ssl_earliest_cert_expiry).",
-            "gauge",
-        )
-        buffered = fam(
-            "stream_buffered",
-            "1 if the last probe's tokens arrived in bursts no model produces (README "
-            '"How it measures"), else 0.',
-            "gauge",
-        )
-        reasoning = fam(
-            "reasoning_tokens", "Tokens that carried only reasoning, by node.", "counter"
-        )
-        phases = fam(
-            "phase_duration_seconds",
-            "Connection phases before the run request: dns, connect, proxy_connect, tls, "
-            "request_write.",
-            "histogram",
-        )
-        runs = fam("runs", "Scheduled probes by outcome and failure reason.", "counter")
-        on_demand = fam(
-            "on_demand_runs",
-            "Probes run through GET /probe, by outcome and failure reason (not in the SLO series).",
-            "counter",
-        )
-        tokens = fam("tokens", "Tokens received, by node.", "counter")
-        skipped = fam("probes_skipped", "Scheduled probes not started, by reason.", "counter")
-        hists = {n: fam(n, d, "histogram") for n, d in _RUN_HISTS.items()}
-        hists.update({n: fam(n, d[0], "histogram") for n, d in _NODE_HISTS.items()})
-        for name, st in targets.items():
-            labels = {"target": name, "assistant": st.assistant, **st.labels}
-            last = st.last
-            if last is not None:
-                success.add_sample(NS + "success", labels, 1.0 if last.success else 0.0)
-                duration.add_sample(NS + "duration_seconds", labels, last.duration_s)
-                burst.add_sample(NS + "max_tokens_per_read", labels, last.max_tokens_per_read)
-                buffered.add_sample(NS + "stream_buffered", labels, 1.0 if last.buffered else 0.0)
-                status_code.add_sample(NS + "http_status_code", labels, last.http_status or 0)
-                protocol.add_sample(
-                    NS + "protocol_info", {**labels, "protocol": last.protocol}, 1.0
-                )
-                verdict = last.delivery.verdict if last.delivery is not None else "unknown"
-                if verdict != "unknown":
-                    delivery.add_sample(
-                        NS + "delivery_buffered", labels, 1.0 if verdict == "buffered" else 0.0
-                    )
-                for node, value in st.last_ratio.items():
-                    ratio.add_sample(NS + "buffered_gap_ratio", {**labels, "node": node}, value)
-            if st.cert_not_after_s is not None:
-                cert_expiry.add_sample(NS + "ssl_earliest_cert_expiry", labels, st.cert_not_after_s)
-            if st.last_success_s is not None:
-                last_ok.add_sample(NS + "last_success_timestamp_seconds", labels, st.last_success_s)
-            for (outcome, reason), count in sorted(st.runs.items()):
-                runs.add_sample(
-                    NS + "runs_total", {**labels, "outcome": outcome, "reason": reason}, count
-                )
-            for (outcome, reason), count in sorted(st.on_demand_runs.items()):
-                on_demand.add_sample(
-                    NS + "on_demand_runs_total",
-                    {**labels, "outcome": outcome, "reason": reason},
-                    count,
-                )
-            for node, count in sorted(st.tokens.items()):
-                tokens.add_sample(NS + "tokens_total", {**labels, "node": node}, count)
-            for node, count in sorted(st.reasoning_tokens.items()):
-                reasoning.add_sample(NS + "reasoning_tokens_total", {**labels, "node": node}, count)
-            for phase, hist in sorted(st.phase_hists.items()):
-                phases.samples.extend(
-                    hist.samples(NS + "phase_duration_seconds", {**labels, "phase": phase})
-                )
-            for reason, count in sorted(st.skipped.items()):
-                skipped.add_sample(NS + "probes_skipped_total", {**labels, "reason": reason}, count)
-            for metric, hist in st.run_hists.items():
-                hists[metric].samples.extend(hist.samples(NS + metric, labels))
-            for (metric, node), hist in sorted(st.node_hists.items()):
-                hists[metric].samples.extend(hist.samples(NS + metric, {**labels, "node": node}))
-        yield from (success, duration, last_ok, ratio, burst, buffered, runs, on_demand, tokens)
-        yield from (reasoning, skipped, status_code, cert_expiry)
-        yield from (protocol, delivery)
-        yield from hists.values()
-        yield phases
+        in_flight = fam("probes_in_flight", "Probes running now.", "gauge")
+        in_flight.add_sample(NS + "probes_in_flight", dict(const), self.in_flight())
+        yield in_flight
         reload_ok = fam(
             "config_last_reload_successful", "1 if the last config load succeeded.", "gauge"
         )
-        reload_ok.add_sample(NS + "config_last_reload_successful", {}, self.reload_ok)
+        reload_ok.add_sample(NS + "config_last_reload_successful", dict(const), self.reload_ok)
         reload_ts = fam(
             "config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful config load.",
             "gauge",
         )
         reload_ts.add_sample(
-            NS + "config_last_reload_success_timestamp_seconds", {}, self.reload_ok_timestamp_s
+            NS + "config_last_reload_success_timestamp_seconds",
+            dict(const),
+            self.reload_ok_timestamp_s,
         )
-        in_flight = fam("probes_in_flight", "Probes running now.", "gauge")
-        in_flight.add_sample(NS + "probes_in_flight", {}, self.in_flight())
-        yield in_flight
         sink_errors = fam("sink_errors", "Exceptions raised by sinks, by sink.", "counter")
         for sink, count in sorted(sink_error_counts.items()):
-            sink_errors.add_sample(NS + "sink_errors_total", {"sink": sink}, count)
+            sink_errors.add_sample(NS + "sink_errors_total", {**const, "sink": sink}, count)
         yield from (reload_ok, reload_ts, sink_errors)
         build = fam("build_info", "Always 1; the exporter's version and Python version.", "gauge")
         build.add_sample(
-            NS + "build_info", {"version": __version__, "python": platform.python_version()}, 1
+            NS + "build_info",
+            {**const, "version": __version__, "python": platform.python_version()},
+            1,
         )
         yield build
+        shard, shards, own, configured = self.shard
+        info = fam(
+            "shard_info",
+            "Always 1; this replica's shard (0-based) and the shard count (docs/SCALING.md).",
+            "gauge",
+        )
+        info.add_sample(NS + "shard_info", {**const, "shard": str(shard), "shards": str(shards)}, 1)
+        n_shards = fam("shards", "Replicas that split the targets file between them.", "gauge")
+        n_shards.add_sample(NS + "shards", dict(const), shards)
+        mine = fam("shard_targets", "Targets this replica probes (its shard).", "gauge")
+        mine.add_sample(NS + "shard_targets", dict(const), own)
+        total = fam("shard_configured_targets", "Targets in the targets file, all shards.", "gauge")
+        total.add_sample(NS + "shard_configured_targets", dict(const), configured)
+        yield from (info, n_shards, mine, total)
+
+    # ------------------------------------------------------- cached exposition
+
+    def exposition(self, *, openmetrics: bool, gzip: bool = False) -> bytes:
+        """The whole `/metrics` body: what `generate_latest(self.registry)` returns, cheaply.
+
+        `openmetrics` picks OpenMetrics 1.0 (with exemplars) over text 0.0.4; `gzip` returns
+        one gzip member (RFC 1952). Each target's series are rendered once per change of that
+        target (a new result) and kept per family, as bytes or, for gzip, as compressed deflate
+        segments; a scrape only joins them under one header per family (docs/PERFORMANCE.md
+        "Daemon scale"). Call it off the event loop: the lock is held for one target's render
+        at a time, so `record()` waits at most that long.
+        """
+        kind = (openmetrics, gzip)
+        with self._lock:
+            self._kinds_scraped.add(kind)
+        blocks = self._refresh(kind)
+        with self._lock:
+            sink_error_counts = dict(self._sink_errors)
+        tail = [*self._global_metrics(sink_error_counts), self._orphans_metric()]
+        if self._process is not None:
+            tail.extend(self._process.collect())
+        encode = _generate_openmetrics if openmetrics else generate_latest
+        rest = encode(_Collected(tail))
+        if openmetrics:
+            rest = rest.removesuffix(b"# EOF\n") + b"# EOF\n"
+        parts: list[_Part] = []
+        for fam, _doc, _kind in _TARGET_FAMILIES:
+            # A family without samples still gets its header, as prometheus_client writes it.
+            parts.append(_header(fam, kind))
+            parts.extend(b.parts[fam] for b in blocks if fam in b.parts)
+        if not gzip:
+            return b"".join([*(p.data for p in parts), rest])
+        parts.append(_part(rest, gzip=True))
+        return _gzip_member(parts)
+
+    def refresh(self) -> None:
+        """Render now every changed target, in each format scraped so far.
+
+        The daemon calls it off the loop every second (docs/PERFORMANCE.md "Daemon scale"), so
+        that a scrape finds every block ready and only joins them; a scrape that comes first
+        renders what is still missing itself.
+        """
+        with self._lock:
+            kinds = list(self._kinds_scraped)
+        for kind in kinds:
+            self._refresh(kind)
+
+    def _refresh(self, kind: tuple[bool, bool]) -> list[_Rendered]:
+        with self._lock:
+            names = list(self._targets)
+        blocks: list[_Rendered] = []
+        for name in names:
+            with self._lock:
+                st = self._targets.get(name)
+                if st is None:
+                    continue
+                cached = st.rendered.get(kind)
+                if cached is None or cached.version != st.version:
+                    version = st.version
+                    lines = self._render_target(name, st, kind[0])
+                else:
+                    lines = None
+            if lines is not None:
+                # Compressed outside the lock; a result recorded meanwhile bumped the version,
+                # so these bytes serve this scrape and the next one renders again.
+                cached = _Rendered(
+                    version, {fam: _part(data, gzip=kind[1]) for fam, data in lines.items()}
+                )
+                with self._lock:
+                    if st.rendered.get(kind) is None or st.rendered[kind].version <= version:
+                        st.rendered[kind] = cached
+            assert cached is not None
+            blocks.append(cached)
+        return blocks
+
+    def _orphans_metric(self) -> Metric:
+        with self._lock:
+            orphans = self._orphans_deleted
+        swept = Metric(
+            NS + "orphaned_threads_deleted",
+            "Probe threads left behind by a stopped exporter, deleted by the sweeper.",
+            "counter",
+        )
+        swept.add_sample(NS + "orphaned_threads_deleted_total", dict(self._const_labels), orphans)
+        return swept
+
+    def _render_target(self, name: str, st: _TargetState, openmetrics: bool) -> dict[str, bytes]:
+        """One target's sample lines per family; prefixes of histogram lines are kept on `st`."""
+        labels = self._labels(name, st)
+        out: dict[str, list[str]] = {}
+        for fam, samples in _target_samples(labels, st).items():
+            if samples:
+                out[fam] = [_sample_line(s) for s in samples]
+        for fam, key, hist_labels, hist in _target_hists(labels, st):
+            prefixes = st.prefixes.get((fam, key))
+            if prefixes is None:
+                prefixes = st.prefixes[(fam, key)] = _hist_prefixes(fam, hist, hist_labels)
+            out.setdefault(fam, []).append(hist.render(prefixes, openmetrics))
+        return {fam: "".join(lines).encode() for fam, lines in out.items()}
+
+
+#: Per-target families, in exposition order: (name without the namespace, help, type).
+_TARGET_FAMILIES: tuple[tuple[str, str, str], ...] = (
+    ("success", "1 if the last probe succeeded, else 0.", "gauge"),
+    ("duration_seconds", "Duration of the last probe.", "gauge"),
+    ("last_success_timestamp_seconds", "Unix time of the last successful probe.", "gauge"),
+    (
+        "buffered_gap_ratio",
+        "Share of token gaps under 1 ms in the last probe (near 1: a proxy buffers SSE).",
+        "gauge",
+    ),
+    ("max_tokens_per_read", "Most tokens read in one socket read, last probe.", "gauge"),
+    (
+        "stream_buffered",
+        "1 if the last probe's tokens arrived in bursts no model produces (README "
+        '"How it measures"), else 0.',
+        "gauge",
+    ),
+    ("runs", "Scheduled probes by outcome and failure reason.", "counter"),
+    (
+        "on_demand_runs",
+        "Probes run through GET /probe, by outcome and failure reason (not in the SLO series).",
+        "counter",
+    ),
+    ("tokens", "Tokens received, by node.", "counter"),
+    ("reasoning_tokens", "Tokens that carried only reasoning, by node.", "counter"),
+    ("probes_skipped", "Scheduled probes not started, by reason.", "counter"),
+    (
+        "http_status_code",
+        "HTTP status of the last probe's run request; 0 when none arrived (blackbox's "
+        "probe_http_status_code).",
+        "gauge",
+    ),
+    (
+        "ssl_earliest_cert_expiry",
+        "Unix time the server's TLS certificate expires, seen by the last https probe that "
+        "completed a handshake (blackbox's probe_ssl_earliest_cert_expiry).",
+        "gauge",
+    ),
+    ("protocol_info", "1 for the streaming protocol of the last probe (legacy, v2).", "gauge"),
+    (
+        "delivery_buffered",
+        "v2, last probe: 1 if the server's token gaps were steady and the received ones"
+        " were not (batched or polled delivery), else 0.",
+        "gauge",
+    ),
+    *((n, d, "histogram") for n, d in _RUN_HISTS.items()),
+    *((n, d[0], "histogram") for n, d in _NODE_HISTS.items()),
+    (
+        "phase_duration_seconds",
+        "Connection phases before the run request: dns, connect, proxy_connect, tls, "
+        "request_write.",
+        "histogram",
+    ),
+)
+
+
+def _target_samples(labels: dict[str, str], st: _TargetState) -> dict[str, list[Sample]]:
+    """A target's gauge and counter samples by family (histograms: `_target_hists`)."""
+    out: dict[str, list[Sample]] = {}
+
+    def add(fam: str, name: str, sample_labels: dict[str, str], value: float) -> None:
+        out.setdefault(fam, []).append(Sample(NS + name, sample_labels, value, None, None))
+
+    last = st.last
+    if last is not None:
+        add("success", "success", labels, 1.0 if last.success else 0.0)
+        add("duration_seconds", "duration_seconds", labels, last.duration_s)
+        add("max_tokens_per_read", "max_tokens_per_read", labels, last.max_tokens_per_read)
+        add("stream_buffered", "stream_buffered", labels, 1.0 if last.buffered else 0.0)
+        add("http_status_code", "http_status_code", labels, last.http_status or 0)
+        add("protocol_info", "protocol_info", {**labels, "protocol": last.protocol}, 1.0)
+        verdict = last.delivery.verdict if last.delivery is not None else "unknown"
+        if verdict != "unknown":
+            add(
+                "delivery_buffered",
+                "delivery_buffered",
+                labels,
+                1.0 if verdict == "buffered" else 0.0,
+            )
+        for node, value in st.last_ratio.items():
+            add("buffered_gap_ratio", "buffered_gap_ratio", {**labels, "node": node}, value)
+    if st.cert_not_after_s is not None:
+        add("ssl_earliest_cert_expiry", "ssl_earliest_cert_expiry", labels, st.cert_not_after_s)
+    if st.last_success_s is not None:
+        add("last_success_timestamp_seconds", "last_success_timestamp_seconds", labels,
+            st.last_success_s)  # fmt: skip
+    for (outcome, reason), count in sorted(st.runs.items()):
+        add("runs", "runs_total", {**labels, "outcome": outcome, "reason": reason}, count)
+    for (outcome, reason), count in sorted(st.on_demand_runs.items()):
+        labels_r = {**labels, "outcome": outcome, "reason": reason}
+        add("on_demand_runs", "on_demand_runs_total", labels_r, count)
+    for node, count in sorted(st.tokens.items()):
+        add("tokens", "tokens_total", {**labels, "node": node}, count)
+    for node, count in sorted(st.reasoning_tokens.items()):
+        add("reasoning_tokens", "reasoning_tokens_total", {**labels, "node": node}, count)
+    for reason, count in sorted(st.skipped.items()):
+        add("probes_skipped", "probes_skipped_total", {**labels, "reason": reason}, count)
+    return out
+
+
+def _target_hists(
+    labels: dict[str, str], st: _TargetState
+) -> Iterator[tuple[str, str, dict[str, str], _Hist]]:
+    """(family, series key, labels, histogram) for every histogram series of one target."""
+    for phase, hist in sorted(st.phase_hists.items()):
+        yield "phase_duration_seconds", phase, {**labels, "phase": phase}, hist
+    for metric, hist in st.run_hists.items():
+        yield metric, "", labels, hist
+    for (metric, node), hist in sorted(st.node_hists.items()):
+        yield metric, node, {**labels, "node": node}, hist
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _label_str(labels: dict[str, str]) -> str:
+    return ",".join(f'{k}="{_esc(v)}"' for k, v in sorted(labels.items()))
+
+
+def _go(value: float) -> str:
+    """`floatToGoString`, with the common case (a small whole count) without the call."""
+    if type(value) is int and 0 <= value < 1_000_000:
+        return f"{value}.0"
+    return _go_float(value)
+
+
+def _sample_line(s: Sample) -> str:
+    # Per-target samples carry labels, no timestamp and no exemplar (histograms: _Hist.render).
+    return f"{s.name}{{{_label_str(s.labels)}}} {_go(s.value)}\n"
+
+
+_LE: dict[tuple[float, ...], tuple[str, ...]] = {}
+
+
+def _hist_prefixes(fam: str, hist: _Hist, labels: dict[str, str]) -> _Prefixes:
+    name = NS + fam
+    items = [f'{k}="{_esc(v)}"' for k, v in sorted(labels.items())]
+    at = sum(1 for k in labels if k < "le")  # where `le` sorts among the label names
+    before = "".join(item + "," for item in items[:at])
+    after = "".join("," + item for item in items[at:])
+    les = _LE.get(hist.bounds)
+    if les is None:
+        les = _LE[hist.bounds] = (*(repr(float(b)) for b in hist.bounds), "+Inf")
+    label_s = ",".join(items)
+    return _Prefixes(
+        f'{name}_bucket{{{before}le="',
+        les,
+        f'"{after}}} ',
+        f"{name}_count{{{label_s}}} ",
+        f"{name}_sum{{{label_s}}} ",
+    )
+
+
+@dataclass(frozen=True)
+class _Prefixes:
+    """The fixed parts of one histogram series' lines: name and labels, up to the value.
+
+    Not one string per bucket: kept for every series, those would be as large as the
+    exposition itself.
+    """
+
+    bucket_head: str
+    les: tuple[str, ...]
+    bucket_tail: str
+    count: str
+    sum: str
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A piece of the exposition: its bytes, or (gzip) its deflate segment.
+
+    For gzip, `size` is the plain length and `crc_delta` = crc32(plain) ^ crc32(size zero
+    bytes): the crc32 of a concatenation then follows from these alone (`_gzip_member`), so
+    the plain bytes need not be kept.
+    """
+
+    data: bytes
+    size: int = 0
+    crc_delta: int = 0
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    """One target's exposition in one format at one state `version`, by family."""
+
+    version: int
+    parts: dict[str, _Part]
+
+
+_zeros = bytes(1 << 16)
+_compressors = threading.local()
+
+
+def _zeros_of(size: int) -> memoryview:
+    global _zeros
+    if size > len(_zeros):
+        _zeros = bytes(size)
+    return memoryview(_zeros)[:size]
+
+
+def _part(data: bytes, *, gzip: bool) -> _Part:
+    """`data` as is, or as a raw deflate segment that can follow any other segment.
+
+    The segment ends with a full flush, which byte-aligns the output and resets the
+    compressor, so it refers back into nothing before it; segments made apart can be
+    concatenated into one valid deflate stream. Level 1: exposition text compresses ~15x at
+    level 1, and higher levels gain little for several times the CPU.
+    """
+    if not gzip:
+        return _Part(data)
+    # One compressor per thread, reset by each full flush: making one costs more than a
+    # typical part (its hash table is cleared).
+    z = getattr(_compressors, "z", None)
+    if z is None:
+        z = _compressors.z = zlib.compressobj(1, zlib.DEFLATED, -15)
+    segment = z.compress(data) + z.flush(zlib.Z_FULL_FLUSH)
+    delta = zlib.crc32(data) ^ zlib.crc32(_zeros_of(len(data)))
+    return _Part(segment, len(data), delta)
+
+
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0
+_DEFLATE_END = zlib.compressobj(1, zlib.DEFLATED, -15).flush(zlib.Z_FINISH)  # empty final block
+
+
+def _gzip_member(parts: list[_Part]) -> bytes:
+    """One gzip member (RFC 1952) of the deflate segments `parts`, in order.
+
+    crc32(a + b) == crc32(zeros(len(b)), crc32(a)) ^ crc32(zeros(len(b))) ^ crc32(b): the
+    running crc advances over zero bytes (zlib, C speed) and takes each part's delta.
+    """
+    crc = 0
+    size = 0
+    for part in parts:
+        crc = zlib.crc32(_zeros_of(part.size), crc) ^ part.crc_delta
+        size += part.size
+    trailer = struct.pack("<II", crc, size & 0xFFFFFFFF)
+    return b"".join((_GZIP_HEADER, *(p.data for p in parts), _DEFLATE_END, trailer))
+
+
+_HEADERS: dict[tuple[str, tuple[bool, bool]], _Part] = {}
+
+
+def _header(fam: str, kind: tuple[bool, bool]) -> _Part:
+    """`# HELP` / `# TYPE` lines of a per-target family, as prometheus_client writes them."""
+    part = _HEADERS.get((fam, kind))
+    if part is None:
+        doc, mtype = next((d, k) for n, d, k in _TARGET_FAMILIES if n == fam)
+        text = (_generate_openmetrics if kind[0] else generate_latest)(
+            _Collected([Metric(NS + fam, doc, mtype)])
+        ).removesuffix(b"# EOF\n")
+        part = _HEADERS[(fam, kind)] = _part(text, gzip=kind[1])
+    return part
+
+
+class _Collected:
+    """A ready list of metrics, in the shape prometheus_client's encoders take."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> list[Metric]:
+        return self._metrics
 
 
 def probe_exposition(result: ProbeResult) -> bytes:

@@ -58,6 +58,7 @@ def test_the_issue_alerts_all_exist() -> None:
     assert sorted(_alert_names()) == [
         "LangGraphExporterConfigReloadFailed",
         "LangGraphExporterDown",
+        "LangGraphExporterShardsIncomplete",
         "LangGraphITLRegression",
         "LangGraphProbeCertificateExpiring",
         "LangGraphProbeFailing",
@@ -84,12 +85,16 @@ def test_every_alert_has_a_silent_unit_test(alert: str, situation: str) -> None:
 
 @pytest.mark.parametrize("alert", _alert_names())
 def test_every_alert_has_summary_description_and_severity(alert: str) -> None:
-    """Each alert has a summary, a description naming the target or instance, and a severity."""
+    """Each alert has a summary, a description naming the target or instance (or, for the
+    shards alert, which is about all replicas of a job together, the job), and a severity."""
     (rule,) = [rule for rule in _rules() if rule.get("alert") == alert]
     assert rule["labels"]["severity"] in {"critical", "warning"}
     assert rule["annotations"]["summary"]
     description = rule["annotations"]["description"]
-    assert "$labels.target" in description or "$labels.instance" in description
+    names = ("$labels.target", "$labels.instance")
+    if alert == "LangGraphExporterShardsIncomplete":
+        names = ("$labels.job",)
+    assert any(name in description for name in names)
 
 
 @pytest.mark.parametrize("alert", ["LangGraphITLRegression"])

@@ -286,6 +286,44 @@ def test_rendered_targets_file_passes_check_config(
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+STATEFULSET_VALUES = paths.CHART / "ci" / "statefulset-values.yaml"
+
+
+def test_statefulset_mode_renders_shards_behind_a_headless_service(render: Render) -> None:
+    """mode=statefulset: a StatefulSet of replicaCount shards (no Deployment), governed by a
+    headless Service of the same name, with a PodDisruptionBudget over the same pods."""
+    docs = render("-f", str(STATEFULSET_VALUES))
+    kinds = sorted(doc["kind"] for doc in docs)
+    assert "Deployment" not in kinds
+    assert {"StatefulSet", "Service", "PodDisruptionBudget"} <= set(kinds)
+    sts, svc = only(docs, "StatefulSet"), only(docs, "Service")
+    pdb = only(docs, "PodDisruptionBudget")
+    assert sts["spec"]["replicas"] == 3
+    assert sts["spec"]["serviceName"] == svc["metadata"]["name"]
+    assert svc["spec"]["clusterIP"] == "None"
+    assert pdb["spec"]["selector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_statefulset_pods_take_their_shard_from_the_pod_name(render: Render) -> None:
+    """Each pod gets LGSE_SHARDS=replicaCount and LGSE_SHARD=auto; the pod names the StatefulSet
+    gives (name-0 .. name-N-1) are exactly the shards 0..N-1."""
+    from exporter.core.shard import ordinal_from_hostname
+
+    sts = only(render("-f", str(STATEFULSET_VALUES)), "StatefulSet")
+    env = {e["name"]: e.get("value") for e in container(sts)["env"]}
+    assert env["LGSE_SHARDS"] == "3" and env["LGSE_SHARD"] == "auto"
+    assert env["LGSE_LOCATION"] == "cluster-a"
+    pods = [f"{sts['metadata']['name']}-{k}" for k in range(sts["spec"]["replicas"])]
+    assert [ordinal_from_hostname(p) for p in pods] == [0, 1, 2]
+
+
+def test_standalone_mode_sets_no_shard_settings(render: Render) -> None:
+    """Only the StatefulSet shards: a Deployment's replicas each probe every target."""
+    env = {e["name"] for e in container(only(render(), "Deployment"))["env"]}
+    assert not env & {"LGSE_SHARDS", "LGSE_SHARD", "LGSE_LOCATION"}
+
+
 # ------------------------------------------------------------------ the exporter's web surface
 
 WEB_TLS = ("--set", "web.config.existingSecret=lgse-web", "--set", "web.config.tls=true",

@@ -166,6 +166,17 @@ env:
   time the process needs afterwards to stop its HTTP server and flush spans. */}}
   - name: LGSE_GRACE_PERIOD_S
     value: {{ max 1 (sub (int .Values.terminationGracePeriodSeconds) (int .Values.shutdownMarginSeconds)) | toString | quote }}
+  {{- if eq .Values.mode "statefulset" }}
+  {{- /* One shard per pod: the StatefulSet ordinal in the hostname (name-K) picks it. */}}
+  - name: LGSE_SHARDS
+    value: {{ .Values.replicaCount | toString | quote }}
+  - name: LGSE_SHARD
+    value: "auto"
+  {{- end }}
+  {{- with .Values.location }}
+  - name: LGSE_LOCATION
+    value: {{ . | quote }}
+  {{- end }}
   {{- range $name, $value := .Values.env }}
   - name: {{ $name }}
     value: {{ $value | toString | quote }}

@@ -99,6 +99,21 @@ groups:
             "description" "Prometheus has no successful scrape of the exporter{{ with $labels.instance }} at {{ . }}{{ end }} (job {{ $labels.job }}): its probe series go stale, so the other LangGraph alerts cannot fire and resolve instead."
           ) | nindent 8 }}
       {{- end }}
+      {{- if $r.shardsIncomplete.enabled }}
+      {{- $c := $r.shardsIncomplete }}
+      - alert: LangGraphExporterShardsIncomplete
+        expr: |-
+          sum by (job, location) (langgraph_probe_shard_targets)
+            != max by (job, location) (langgraph_probe_shard_configured_targets)
+          or
+          count by (job, location) (langgraph_probe_shard_info)
+            < max by (job, location) (langgraph_probe_shards)
+        for: {{ $c.for }}
+        {{- include "langgraph-stream-exporter.alertMeta" (dict "root" . "name" "LangGraphExporterShardsIncomplete" "severity" $c.severity
+            "summary" "The shards of {{ $labels.job }} do not cover the targets file"
+            "description" "The exporter shards of job {{ $labels.job }}{{ with $labels.location }} at location {{ . }}{{ end }} do not add up to the configured targets: a shard is not scraped, or the shards disagree on the targets file or on LGSE_SHARDS (a rollout or reload that did not finish). Some targets are not probed, or are probed twice."
+          ) | nindent 8 }}
+      {{- end }}
       {{- if $r.certExpiry.enabled }}
       {{- $c := $r.certExpiry }}
       - alert: LangGraphProbeCertificateExpiring
