@@ -150,6 +150,14 @@ class Waterfall:
             last += [c.end_s for c in row.calls]
         return max(max(last), 1e-6)
 
+    @property
+    def distinct_answer_ttft_s(self) -> float | None:
+        """The answer TTFT (s) when it says more than the TTFT (reasoning came first), else
+        None: what a headline shows beside the TTFT."""
+        if self.answer_ttft_s is None or self.answer_ttft_s == self.ttft_s:
+            return None
+        return self.answer_ttft_s
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; `Waterfall.from_dict` reads it back."""
         return {
