@@ -46,7 +46,6 @@ by the SDK itself (`OTEL_EXPORTER_OTLP_(METRICS_)PROTOCOL` picks gRPC or http/pr
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Final, Literal
 from urllib.parse import urlsplit
@@ -62,6 +61,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from exporter import __version__
 from exporter.core.result import ProbeResult
 from exporter.sinks import Trigger
+from exporter.sinks.otlp import otlp_exporter_from_env
 
 __all__ = ["INSTRUMENTS", "OTLPMetricsSink"]
 
@@ -116,26 +116,6 @@ NODE: Final = "langgraph.node"
 OTHER: Final = "_OTHER"  # OTel's value for "known to exist, not known which"
 
 
-def _protocol() -> str:
-    return (
-        os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
-        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "http/protobuf"
-    ).strip()
-
-
-def _exporter_from_env() -> MetricExporter:
-    if _protocol() == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-        return OTLPMetricExporter()
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-        OTLPMetricExporter as HTTPMetricExporter,
-    )
-
-    return HTTPMetricExporter()
-
-
 def _context_of(result: ProbeResult) -> Context | None:
     """The probe's root span as the current span, for trace-based exemplars."""
     if not result.trace_id or not result.span_id:
@@ -167,7 +147,7 @@ class OTLPMetricsSink:
             {"service.name": "langgraph-stream-exporter", "service.version": __version__}
         )
         self.reader = PeriodicExportingMetricReader(
-            exporter if exporter is not None else _exporter_from_env(),
+            exporter if exporter is not None else otlp_exporter_from_env("METRICS"),
             export_interval_millis=export_interval_ms,
         )
         self.provider = MeterProvider(resource=resource, metric_readers=[self.reader])
