@@ -387,6 +387,22 @@ class ProbeResult:
         """Run time to first answer token: first non-reasoning token minus the request."""
         return self.since_request_s(self.t_first_answer_ns)
 
+    def phase_stamps(self) -> tuple[tuple[str, int | None], ...]:
+        """When each phase of the probe ended, in order: (name, monotonic ns, None when not
+        measured) for `dns`, `connect`, `proxy_connect`, `tls`, `request_written` (t_request),
+        `headers`, `first_event`, `first_token`, `first_answer_token`."""
+        return (
+            ("dns", self.t_dns_ns),
+            ("connect", self.t_connect_ns),
+            ("proxy_connect", self.t_proxy_ns),
+            ("tls", self.t_tls_ns),
+            ("request_written", self.t_request_ns),
+            ("headers", self.t_headers_ns),
+            ("first_event", self.t_first_event_ns),
+            ("first_token", self.t_first_token_ns),
+            ("first_answer_token", self.t_first_answer_ns),
+        )
+
     def phase_durations_s(self) -> dict[str, float]:
         """Durations of the connection phases that were measured: `dns`, `connect`,
         `proxy_connect`, `tls`, `request_write` (the last one ends at t_request)."""

@@ -304,19 +304,9 @@ class OTLPSink:
 def _phase_events(span: trace.Span, result: ProbeResult) -> None:
     """The phases of the probe as span events at the moment each ended: connection set-up
     (before the span starts at t_request), then headers, first event, first (answer) token."""
-    stamps = (
-        ("dns", result.t_dns_ns),
-        ("connect", result.t_connect_ns),
-        ("proxy_connect", result.t_proxy_ns),
-        ("tls", result.t_tls_ns),
-        ("request_written", result.t_request_ns if result.t_start_ns is not None else None),
-        ("headers", result.t_headers_ns),
-        ("first_event", result.t_first_event_ns),
-        ("first_token", result.t_first_token_ns),
-        ("first_answer_token", result.t_first_answer_ns),
-    )
-    for name, ns in stamps:
-        if ns is not None:
+    for name, ns in result.phase_stamps():
+        # Without a measured set-up, the request was written at the span's own start.
+        if ns is not None and (name != "request_written" or result.t_start_ns is not None):
             span.add_event(name, timestamp=result.wall_ns(ns))
 
 
