@@ -387,16 +387,23 @@ class ProbeResult:
         """Run time to first answer token: first non-reasoning token minus the request."""
         return self.since_request_s(self.t_first_answer_ns)
 
-    def phase_stamps(self) -> tuple[tuple[str, int | None], ...]:
-        """When each phase of the probe ended, in order: (name, monotonic ns, None when not
-        measured) for `dns`, `connect`, `proxy_connect`, `tls`, `request_written` (t_request),
-        `headers`, `first_event`, `first_token`, `first_answer_token`."""
+    def setup_stamps(self) -> tuple[tuple[str, int | None], ...]:
+        """When each phase of the connection set-up ended, in order: (name, monotonic ns, None
+        when not measured) for `dns`, `connect`, `proxy_connect`, `tls`, `request_written`
+        (t_request)."""
         return (
             ("dns", self.t_dns_ns),
             ("connect", self.t_connect_ns),
             ("proxy_connect", self.t_proxy_ns),
             ("tls", self.t_tls_ns),
             ("request_written", self.t_request_ns),
+        )
+
+    def phase_stamps(self) -> tuple[tuple[str, int | None], ...]:
+        """`setup_stamps()`, then when the stream's phases ended: `headers`, `first_event`,
+        `first_token`, `first_answer_token`."""
+        return (
+            *self.setup_stamps(),
             ("headers", self.t_headers_ns),
             ("first_event", self.t_first_event_ns),
             ("first_token", self.t_first_token_ns),
@@ -407,16 +414,13 @@ class ProbeResult:
         """Durations of the connection phases that were measured: `dns`, `connect`,
         `proxy_connect`, `tls`, `request_write` (the last one ends at t_request)."""
         out: dict[str, float] = {}
-        prev = self.t_start_ns
-        for name, ns in (
-            ("dns", self.t_dns_ns),
-            ("connect", self.t_connect_ns),
-            ("proxy_connect", self.t_proxy_ns),
-            ("tls", self.t_tls_ns),
-            ("request_write", self.t_request_ns if self.t_start_ns is not None else None),
-        ):
+        prev = self.t_start_ns  # None: no set-up was measured, so no phase has a start
+        for name, ns in self.setup_stamps():
             if ns is not None and prev is not None:
-                out[name] = max(0, ns - prev) / _NS
+                # a duration is named for the phase, not for its end
+                out["request_write" if name == "request_written" else name] = (
+                    max(0, ns - prev) / _NS
+                )
                 prev = ns
         return out
 
