@@ -59,7 +59,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from exporter import __version__
-from exporter.core.result import ProbeResult
+from exporter.core.result import NodeExecution, ProbeResult
 from exporter.sinks import Trigger
 from exporter.sinks.otlp import otlp_exporter_from_env
 
@@ -114,6 +114,23 @@ PROBE_INSTRUMENTS: Final[dict[str, tuple[str, Sequence[float], str]]] = {
 TARGET: Final = "langgraph.probe.target"
 NODE: Final = "langgraph.node"
 OTHER: Final = "_OTHER"  # OTel's value for "known to exist, not known which"
+
+
+def _record_ttfts(
+    histograms: dict[str, Histogram],
+    prefix: str,
+    of: ProbeResult | NodeExecution,
+    attrs: dict[str, str],
+    ctx: Context | None,
+) -> None:
+    """Record the TTFT and the answer TTFT (s) of a run or a node execution, where measured, in
+    `<prefix>.time_to_first_token` and `<prefix>.time_to_first_answer_token`."""
+    for name, value_s in (
+        ("time_to_first_token", of.ttft_s),
+        ("time_to_first_answer_token", of.answer_ttft_s),
+    ):
+        if value_s is not None:
+            histograms[f"{prefix}.{name}"].record(value_s, attrs, ctx)
 
 
 def _context_of(result: ProbeResult) -> Context | None:
@@ -199,21 +216,11 @@ class OTLPMetricsSink:
             outcome["error.type"] = failure.kind.value
         probe = self._probe
         probe["langgraph.probe.duration"].record(result.duration_s, {**run, **outcome}, ctx)
-        if result.ttft_s is not None:
-            probe["langgraph.probe.time_to_first_token"].record(result.ttft_s, run, ctx)
-        if result.answer_ttft_s is not None:
-            probe["langgraph.probe.time_to_first_answer_token"].record(
-                result.answer_ttft_s, run, ctx
-            )
+        _record_ttfts(probe, "langgraph.probe", result, run, ctx)
         self._buffered.add(1, {**run, "langgraph.probe.buffered": result.buffered}, ctx)
         for ex in result.nodes:
             node = {TARGET: result.target, NODE: ex.node}
-            if ex.ttft_s is not None:
-                probe["langgraph.probe.node.time_to_first_token"].record(ex.ttft_s, node, ctx)
-            if ex.answer_ttft_s is not None:
-                probe["langgraph.probe.node.time_to_first_answer_token"].record(
-                    ex.answer_ttft_s, node, ctx
-                )
+            _record_ttfts(probe, "langgraph.probe.node", ex, node, ctx)
             for call in ex.calls:
                 if not call.token_ns:
                     continue
