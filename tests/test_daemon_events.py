@@ -242,3 +242,26 @@ def test_watch_reconnects_to_a_restarted_daemon_and_resumes(daemon: DaemonProces
         proc.terminate()
         proc.wait(timeout=10)
         proc.stdout.close()  # type: ignore[union-attr]
+
+
+def test_sigterm_stops_the_daemon_while_an_event_stream_is_open(
+    langgraph_server: str, tmp_path: Path
+) -> None:
+    """An open `/-/events` client (a `watch`) must not hold the daemon past its grace period:
+    SIGTERM ends the stream and the process exits 0 (it once stayed up until the last client
+    left)."""
+    import signal
+
+    env = {"LGSE_GRACE_PERIOD_S": "2"}
+    with DaemonProcess(config(langgraph_server), tmp_path, env=env) as d:
+        stream = EventStream(d.url)
+        try:
+            assert stream.response.status_code == 200
+            t0 = time.monotonic()
+            d.signal(signal.SIGTERM)
+            code = d.wait(timeout_s=15)
+            took = time.monotonic() - t0
+        finally:
+            stream.close()
+    assert code == 0, d.log()
+    assert took < 5, f"exit took {took:.1f} s after SIGTERM with a stream open"

@@ -77,6 +77,9 @@ class EventBus:
         self.published = 0
         self.dropped_total = 0
         self.rejected_total = 0
+        #: Set at shutdown: every open stream ends, so the HTTP server can stop (an open
+        #: `/-/events` connection would otherwise hold the process past its grace period).
+        self.closing = asyncio.Event()
 
     @property
     def subscribers(self) -> int:
@@ -135,14 +138,18 @@ class EventBus:
         self._subscribers.discard(sub)
 
     def close(self) -> None:
-        """Nothing to flush: open streams end when the HTTP server stops."""
+        """Nothing to flush: open streams were ended by `shut_down`."""
+
+    def shut_down(self) -> None:
+        """End every open stream now and refuse new ones (the daemon is stopping)."""
+        self.closing.set()
 
 
 async def serve_events(
     bus: EventBus, last_event_id: str | None, receive: Receive, send: Send
 ) -> None:
     """The ASGI response for `GET /-/events` (503 when the subscriber limit is reached)."""
-    sub = bus.subscribe(last_event_id)
+    sub = None if bus.closing.is_set() else bus.subscribe(last_event_id)
     if sub is None:
         body = b"too many event subscribers; retry later\n"
         await send(
@@ -164,6 +171,7 @@ async def serve_events(
             pass
 
     watcher = asyncio.ensure_future(disconnected())
+    closer = asyncio.ensure_future(bus.closing.wait())
     try:
         await send(
             {
@@ -182,14 +190,16 @@ async def serve_events(
         if sub.missed:
             hello += b": missed %d events older than the replay buffer\n" % sub.missed
         await send({"type": "http.response.body", "body": hello + b"\n", "more_body": True})
-        while not watcher.done():
+        while not (watcher.done() or closer.done()):
             getter = asyncio.ensure_future(sub.queue.get())
             done, _ = await asyncio.wait(
-                {getter, watcher}, timeout=bus.heartbeat_s, return_when=asyncio.FIRST_COMPLETED
+                {getter, watcher, closer},
+                timeout=bus.heartbeat_s,
+                return_when=asyncio.FIRST_COMPLETED,
             )
             if getter not in done:
                 getter.cancel()
-                if watcher.done():
+                if watcher.done() or closer.done():
                     break
                 await send({"type": "http.response.body", "body": b": heartbeat\n\n",
                             "more_body": True})  # fmt: skip
@@ -199,6 +209,7 @@ async def serve_events(
     finally:
         bus.unsubscribe(sub)
         watcher.cancel()
+        closer.cancel()
         with contextlib.suppress(Exception):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import math
 import os
 import signal
 import socket
@@ -494,6 +495,8 @@ class Daemon:
                 # logger, whose handler writes through SafeStderr like every other log line.
                 log_config=None,
                 server_header=False,
+                # A client that holds a connection open must not hold the process either.
+                timeout_graceful_shutdown=max(1, math.ceil(self.settings.grace_period_s)),
                 **(web_config.uvicorn_ssl() if web_config else {}),
             )
         )
@@ -546,7 +549,9 @@ class Daemon:
         scheduler.stop_scheduling()
         # 2. Let running probes finish within the grace period; cancel the rest.
         await scheduler.drain(self.settings.grace_period_s)
-        # 3. Stop the HTTP server (scrapes kept working while probes drained).
+        # 3. Stop the HTTP server (scrapes kept working while probes drained); end the open
+        # `/-/events` streams first, or uvicorn would wait for those clients to leave.
+        self.events.shut_down()
         server.should_exit = True
         with contextlib.suppress(Exception):
             await web
