@@ -201,6 +201,12 @@ def _line(s: dict[str, Any]) -> str:
     )
 
 
+def _not_an_exporter(console: Console, url: str, exc: NotAnExporter) -> int:
+    """Say that `url` answered but is not an exporter; the exit status (1)."""
+    console.print(f"this is not an exporter: {url} ({exc})", style="red", soft_wrap=True)
+    return 1
+
+
 def watch(
     url: str,
     *,
@@ -223,8 +229,7 @@ def watch(
         last.update(_fetch(url).get("last", {}))
         connected = True  # reached the exporter
     except NotAnExporter as exc:
-        console.print(f"this is not an exporter: {url} ({exc})", style="red", soft_wrap=True)
-        return 1
+        return _not_an_exporter(console, url, exc)
     except OSError:
         pass  # not up yet: the follower keeps trying
     status = Text(f"connecting to {url}/-/events …", "dim")
@@ -293,8 +298,7 @@ def watch(
                 with contextlib.suppress(queue.Empty):
                     handle(*events.get(timeout=remaining()), printing=True)
     except NotAnExporter as exc:
-        console.print(f"this is not an exporter: {url} ({exc})", style="red", soft_wrap=True)
-        return 1
+        return _not_an_exporter(console, url, exc)
     except KeyboardInterrupt:
         return never_connected()
     return never_connected()

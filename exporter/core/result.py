@@ -7,6 +7,7 @@ between tokens of the same LLM call, TPOT over `usage_metadata.output_tokens` wh
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,38 @@ def _elapsed_s(start_ns: int | None, end_ns: int | None) -> float | None:
     if start_ns is None or end_ns is None:
         return None
     return (end_ns - start_ns) / _NS
+
+
+def _earliest(stamps: Iterable[int | None]) -> int | None:
+    """The smallest of the stamps that were measured; None when none was."""
+    return min((t for t in stamps if t is not None), default=None)
+
+
+class _TtftFromBasis:
+    """TTFT and time to first answer token, both counted from `basis_ns`; shared by a call
+    and a node execution, which say where their first tokens were."""
+
+    __slots__ = ()
+    basis_ns: int | None
+
+    @property
+    def first_token_ns(self) -> int | None:
+        raise NotImplementedError
+
+    @property
+    def first_answer_ns(self) -> int | None:
+        raise NotImplementedError
+
+    @property
+    def ttft_s(self) -> float | None:
+        """First output of any kind, reasoning included, minus `basis_ns` (OTel's time to first
+        chunk)."""
+        return _elapsed_s(self.basis_ns, self.first_token_ns)
+
+    @property
+    def answer_ttft_s(self) -> float | None:
+        """Time to first answer token: first non-reasoning token minus `basis_ns`."""
+        return _elapsed_s(self.basis_ns, self.first_answer_ns)
 
 
 #: The buffered verdict (`ProbeResult.buffering`): a gap this short is not a model's.
@@ -52,7 +85,7 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
-class CallTiming:
+class CallTiming(_TtftFromBasis):
     """One LLM call (one message id, docs/WIRE.md §5): the arrival stamp of each of its tokens.
 
     A token is an output chunk of any kind: text, reasoning or a tool-call fragment
@@ -88,23 +121,17 @@ class CallTiming:
         return sum(self.reasoning)
 
     @property
+    def first_token_ns(self) -> int | None:
+        """Arrival of the first token of any kind."""
+        return self.token_ns[0] if self.token_ns else None
+
+    @property
     def first_answer_ns(self) -> int | None:
         """Arrival of the first non-reasoning token (text or a tool-call fragment)."""
         for t, r in zip(self.token_ns, self.reasoning or bytes(len(self.token_ns)), strict=True):
             if not r:
                 return t
         return None
-
-    @property
-    def ttft_s(self) -> float | None:
-        """First output of any kind, reasoning included, minus `basis_ns` (OTel's time to first
-        chunk)."""
-        return _elapsed_s(self.basis_ns, self.token_ns[0] if self.token_ns else None)
-
-    @property
-    def answer_ttft_s(self) -> float | None:
-        """Time to first answer token: first non-reasoning token minus `basis_ns`."""
-        return _elapsed_s(self.basis_ns, self.first_answer_ns)
 
     @property
     def itl_s(self) -> tuple[float, ...]:
@@ -177,7 +204,7 @@ class CallTiming:
 
 
 @dataclass(frozen=True, slots=True)
-class NodeExecution:
+class NodeExecution(_TtftFromBasis):
     """One node execution (one task id). `basis` says where its TTFT counts from.
 
     `basis` is "tasks" when the `tasks` start was seen, else "previous_boundary" (the last
@@ -200,23 +227,13 @@ class NodeExecution:
 
     @property
     def first_token_ns(self) -> int | None:
-        firsts = [c.token_ns[0] for c in self.calls if c.token_ns]
-        return min(firsts) if firsts else None
-
-    @property
-    def ttft_s(self) -> float | None:
-        """First token of any kind (reasoning included) minus the node's start."""
-        return _elapsed_s(self.basis_ns, self.first_token_ns)
+        """Arrival of the execution's first token of any kind, over all its calls."""
+        return _earliest(c.first_token_ns for c in self.calls)
 
     @property
     def first_answer_ns(self) -> int | None:
-        firsts = [f for c in self.calls if (f := c.first_answer_ns) is not None]
-        return min(firsts) if firsts else None
-
-    @property
-    def answer_ttft_s(self) -> float | None:
-        """First answer (non-reasoning) token minus the node's start."""
-        return _elapsed_s(self.basis_ns, self.first_answer_ns)
+        """Arrival of the execution's first non-reasoning token, over all its calls."""
+        return _earliest(c.first_answer_ns for c in self.calls)
 
     @property
     def reasoning_tokens(self) -> int:
@@ -370,20 +387,40 @@ class ProbeResult:
         """Run time to first answer token: first non-reasoning token minus the request."""
         return self.since_request_s(self.t_first_answer_ns)
 
-    def phase_durations_s(self) -> dict[str, float]:
-        """Durations of the connection phases that were measured: `dns`, `connect`,
-        `proxy_connect`, `tls`, `request_write` (the last one ends at t_request)."""
-        out: dict[str, float] = {}
-        prev = self.t_start_ns
-        for name, ns in (
+    def setup_stamps(self) -> tuple[tuple[str, int | None], ...]:
+        """When each phase of the connection set-up ended, in order: (name, monotonic ns, None
+        when not measured) for `dns`, `connect`, `proxy_connect`, `tls`, `request_written`
+        (t_request)."""
+        return (
             ("dns", self.t_dns_ns),
             ("connect", self.t_connect_ns),
             ("proxy_connect", self.t_proxy_ns),
             ("tls", self.t_tls_ns),
-            ("request_write", self.t_request_ns if self.t_start_ns is not None else None),
-        ):
+            ("request_written", self.t_request_ns),
+        )
+
+    def phase_stamps(self) -> tuple[tuple[str, int | None], ...]:
+        """`setup_stamps()`, then when the stream's phases ended: `headers`, `first_event`,
+        `first_token`, `first_answer_token`."""
+        return (
+            *self.setup_stamps(),
+            ("headers", self.t_headers_ns),
+            ("first_event", self.t_first_event_ns),
+            ("first_token", self.t_first_token_ns),
+            ("first_answer_token", self.t_first_answer_ns),
+        )
+
+    def phase_durations_s(self) -> dict[str, float]:
+        """Durations of the connection phases that were measured: `dns`, `connect`,
+        `proxy_connect`, `tls`, `request_write` (the last one ends at t_request)."""
+        out: dict[str, float] = {}
+        prev = self.t_start_ns  # None: no set-up was measured, so no phase has a start
+        for name, ns in self.setup_stamps():
             if ns is not None and prev is not None:
-                out[name] = max(0, ns - prev) / _NS
+                # a duration is named for the phase, not for its end
+                out["request_write" if name == "request_written" else name] = (
+                    max(0, ns - prev) / _NS
+                )
                 prev = ns
         return out
 

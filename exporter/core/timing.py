@@ -7,7 +7,7 @@ its bytes were read. It survives any failure: whatever it holds when the probe s
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from exporter.core.errors import FailureKind
 from exporter.core.events import (
@@ -22,7 +22,7 @@ from exporter.core.events import (
 )
 from exporter.core.result import CallTiming, EventLog, Failure, NodeExecution
 
-__all__ = ["Expectations", "StreamTimeline", "Timeline"]
+__all__ = ["CallState", "ExecState", "Expectations", "StreamTimeline", "Timeline"]
 
 #: Caps that keep an endless or hostile stream from growing memory without bound.
 MAX_EVENTS_LOGGED = 50_000
@@ -139,20 +139,37 @@ class StreamTimeline:
 
 
 @dataclass(slots=True)
-class _Call:
+class CallState:
+    """One model call while its stream is read, in either protocol: id, TTFT basis and token
+    arrival stamps (ns, monotonic), what the server said of it."""
+
     msg_id: str
-    model: str | None
-    provider: str | None
     basis_ns: int | None
     token_ns: list[int] = field(default_factory=list)
-    reasoning: bytearray = field(default_factory=bytearray)  # 1 per reasoning-only token
+    model: str | None = None
+    provider: str | None = None
     output_tokens: int | None = None  # summed over chunks (langchain-core adds usage)
-    usage_reasoning_tokens: int | None = None
     completed: bool = False
+
+    def timing(self, basis_ns: int | None) -> CallTiming:
+        """The call as read so far, its TTFT counted from `basis_ns` (monotonic ns); the
+        protocol's own fields are added with `dataclasses.replace`."""
+        return CallTiming(
+            self.msg_id,
+            self.model,
+            self.provider,
+            tuple(self.token_ns),
+            basis_ns,
+            self.output_tokens,
+            self.completed,
+        )
 
 
 @dataclass(slots=True)
-class _Exec:
+class ExecState:
+    """One node execution while its stream is read, in either protocol: start and end arrival
+    stamps (ns, monotonic), which boundary its TTFT counts from (`basis`, `basis_ns`)."""
+
     node: str
     task_id: str | None
     start_ns: int | None
@@ -160,6 +177,35 @@ class _Exec:
     basis_ns: int | None
     end_ns: int | None = None
     error_type: str | None = None
+
+    def execution(
+        self,
+        calls: tuple[CallTiming, ...],
+        basis_ns: int | None,
+        server_basis_ms: float | None = None,
+    ) -> NodeExecution:
+        """The execution as read so far, with its `calls`, its TTFT counted from `basis_ns`."""
+        return NodeExecution(
+            node=self.node,
+            task_id=self.task_id,
+            start_ns=self.start_ns,
+            end_ns=self.end_ns,
+            error_type=self.error_type,
+            calls=calls,
+            basis=self.basis,
+            basis_ns=basis_ns,
+            server_basis_ms=server_basis_ms,
+        )
+
+
+@dataclass(slots=True)
+class _Call(CallState):
+    reasoning: bytearray = field(default_factory=bytearray)  # 1 per reasoning-only token
+    usage_reasoning_tokens: int | None = None
+
+
+@dataclass(slots=True)
+class _Exec(ExecState):
     calls: dict[str, _Call] = field(default_factory=dict)
     last_call_end_ns: int | None = None
     current: _Call | None = None  # the call that streamed last in this execution
@@ -283,7 +329,9 @@ class Timeline(StreamTimeline):
             basis = max(basis or 0, prev.token_ns[-1])
         if basis is None:
             basis = ex.basis_ns
-        call = ex.calls[msg.msg_id] = _Call(msg.msg_id, msg.model, msg.provider, basis)
+        call = ex.calls[msg.msg_id] = _Call(
+            msg.msg_id, basis, model=msg.model, provider=msg.provider
+        )
         return call
 
     # ---------------------------------------------------------------- reading
@@ -291,28 +339,16 @@ class Timeline(StreamTimeline):
     def nodes(self) -> tuple[NodeExecution, ...]:
         """Node executions in the order they were first seen."""
         return tuple(
-            NodeExecution(
-                node=ex.node,
-                task_id=ex.task_id,
-                start_ns=ex.start_ns,
-                end_ns=ex.end_ns,
-                error_type=ex.error_type,
-                calls=tuple(
-                    CallTiming(
-                        c.msg_id,
-                        c.model,
-                        c.provider,
-                        tuple(c.token_ns),
-                        c.basis_ns,
-                        c.output_tokens,
-                        c.completed,
+            ex.execution(
+                tuple(
+                    replace(
+                        c.timing(c.basis_ns),
                         reasoning=bytes(c.reasoning),
                         usage_reasoning_tokens=c.usage_reasoning_tokens,
                     )
                     for c in ex.calls.values()
                 ),
-                basis=ex.basis,
-                basis_ns=ex.basis_ns,
+                ex.basis_ns,
             )
             for ex in self._execs.values()
         )

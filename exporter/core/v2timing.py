@@ -19,11 +19,11 @@ What v2 allows (docs/V2.md §3):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from exporter.core.errors import FailureKind
-from exporter.core.result import CallTiming, Delivery, Failure, NodeExecution
-from exporter.core.timing import Expectations, StreamTimeline
+from exporter.core.result import Delivery, Failure, NodeExecution
+from exporter.core.timing import CallState, ExecState, Expectations, StreamTimeline
 from exporter.core.v2events import (
     V2Event,
     V2Lifecycle,
@@ -67,29 +67,15 @@ def delivery_verdict(jitter_s: tuple[float, ...], server_gap_s: tuple[float, ...
 
 
 @dataclass(slots=True)
-class _Call:
-    msg_id: str
-    basis_ns: int | None
-    server_basis_ms: float | None
+class _Call(CallState):
+    server_basis_ms: float | None = None
     ambiguous: bool = False
-    token_ns: list[int] = field(default_factory=list)
     token_ts: list[float] = field(default_factory=list)
-    model: str | None = None
-    provider: str | None = None
-    output_tokens: int | None = None
-    completed: bool = False
 
 
 @dataclass(slots=True)
-class _Exec:
-    node: str
-    task_id: str | None
-    start_ns: int | None
-    basis: str
-    basis_ns: int | None
-    server_basis_ms: float | None
-    end_ns: int | None = None
-    error_type: str | None = None
+class _Exec(ExecState):
+    server_basis_ms: float | None = None
     calls: list[_Call] = field(default_factory=list)
 
 
@@ -169,7 +155,7 @@ class V2Timeline(StreamTimeline):
             self._root_steps += 1
             node, task_id, key = ROOT_NODE, None, f"{ROOT_NODE}#{self._root_steps}"
         basis = "lifecycle" if ns else "superstep"
-        self._execs[key] = _Exec(node, task_id, recv_ns, basis, recv_ns, ts_ms)
+        self._execs[key] = _Exec(node, task_id, recv_ns, basis, recv_ns, server_basis_ms=ts_ms)
         space.exec_key = key
         self._boundary(space, recv_ns, ts_ms)
 
@@ -205,13 +191,12 @@ class V2Timeline(StreamTimeline):
         kind = ev.event
         if kind == "message-start":
             ex = self._exec_of(space, ns, recv_ns)
-            call = _Call(ev.msg_id or "", space.boundary_ns, space.boundary_ms)
+            call = _Call(ev.msg_id or "", space.boundary_ns, server_basis_ms=space.boundary_ms)
             ex.calls.append(call)
             space.open_calls.append(call)
             if len(space.open_calls) > 1 and space.group is None:
                 space.group = _Call(
                     "interleaved:" + "+".join(c.msg_id for c in space.open_calls),
-                    None,
                     None,
                     ambiguous=True,
                 )
@@ -265,7 +250,7 @@ class V2Timeline(StreamTimeline):
                 call = space.open_calls[-1]
             else:  # a token without a `message-start`: an anonymous call
                 ex = self._exec_of(space, ns, recv_ns)
-                call = _Call("", space.boundary_ns, space.boundary_ms)
+                call = _Call("", space.boundary_ns, server_basis_ms=space.boundary_ms)
                 ex.calls.append(call)
                 space.open_calls.append(call)
         if self._count_token(ev.text, seq):
@@ -297,14 +282,8 @@ class V2Timeline(StreamTimeline):
             if ex.node == ROOT_NODE and not ex.calls:
                 continue
             calls = tuple(
-                CallTiming(
-                    c.msg_id,
-                    c.model,
-                    c.provider,
-                    tuple(c.token_ns),
-                    on_our_clock(c.server_basis_ms, c.basis_ns),
-                    c.output_tokens,
-                    c.completed,
+                replace(
+                    c.timing(on_our_clock(c.server_basis_ms, c.basis_ns)),
                     server_ts_ms=tuple(c.token_ts),
                     server_basis_ms=c.server_basis_ms,
                     ambiguous=c.ambiguous,
@@ -312,16 +291,8 @@ class V2Timeline(StreamTimeline):
                 for c in ex.calls
             )
             out.append(
-                NodeExecution(
-                    node=ex.node,
-                    task_id=ex.task_id,
-                    start_ns=ex.start_ns,
-                    end_ns=ex.end_ns,
-                    error_type=ex.error_type,
-                    calls=calls,
-                    basis=ex.basis,
-                    basis_ns=on_our_clock(ex.server_basis_ms, ex.basis_ns),
-                    server_basis_ms=ex.server_basis_ms,
+                ex.execution(
+                    calls, on_our_clock(ex.server_basis_ms, ex.basis_ns), ex.server_basis_ms
                 )
             )
         return tuple(out)

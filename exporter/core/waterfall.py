@@ -150,6 +150,14 @@ class Waterfall:
             last += [c.end_s for c in row.calls]
         return max(max(last), 1e-6)
 
+    @property
+    def distinct_answer_ttft_s(self) -> float | None:
+        """The answer TTFT (s) when it says more than the TTFT (reasoning came first), else
+        None: what a headline shows beside the TTFT."""
+        if self.answer_ttft_s is None or self.answer_ttft_s == self.ttft_s:
+            return None
+        return self.answer_ttft_s
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; `Waterfall.from_dict` reads it back."""
         return {
@@ -281,18 +289,7 @@ def layout(result: ProbeResult) -> Waterfall:
     def rel(ns: int | None) -> float | None:
         return _rel(ns, origin)
 
-    stamps = (
-        ("dns", result.t_dns_ns),
-        ("connect", result.t_connect_ns),
-        ("proxy_connect", result.t_proxy_ns),
-        ("tls", result.t_tls_ns),
-        ("request_written", result.t_request_ns),
-        ("headers", result.t_headers_ns),
-        ("first_event", result.t_first_event_ns),
-        ("first_token", result.t_first_token_ns),
-        ("first_answer_token", result.t_first_answer_ns),
-        ("end", result.t_end_ns),
-    )
+    stamps = (*result.phase_stamps(), ("end", result.t_end_ns))
     labels = {key: (label, mark) for key, label, mark in PHASES}
     phases = tuple(
         Phase(key, *labels[key], t)

@@ -140,9 +140,8 @@ def render_svg(w: Waterfall) -> str:
     out.append(
         _text(WIDTH_PX - 12, 22, verdict, "head " + ("ok" if ok else "failtext"), text_anchor="end")
     )
-    answer = ""
-    if w.answer_ttft_s is not None and w.answer_ttft_s != w.ttft_s:
-        answer = f" · answer TTFT {_ms(w.answer_ttft_s)}"
+    a_s = w.distinct_answer_ttft_s
+    answer = "" if a_s is None else f" · answer TTFT {_ms(a_s)}"
     out.append(
         _text(
             12,
@@ -204,24 +203,17 @@ def render_svg(w: Waterfall) -> str:
     # -- footer: buffered verdict, legend -------------------------------------------------
     by = rows_y1 + 40
     if w.buffered:
-        out.append(
-            _el(
-                "g",
-                {"class": "verdict"},
-                _text(12, by, f"buffered: {w.buffered_why}", "buffered"),
-                "something between the server and this probe held tokens back and sent them"
-                f" in bursts: {w.buffered_why}",
-            )
+        verdict_text, verdict_class = f"buffered: {w.buffered_why}", "buffered"
+        verdict_title = (
+            "something between the server and this probe held tokens back and sent them"
+            f" in bursts: {w.buffered_why}"
         )
     else:
-        out.append(
-            _el(
-                "g",
-                {"class": "verdict"},
-                _text(12, by, "not buffered: tokens arrived spread out", "dim"),
-                "buffered verdict: no (README \u201cHow it measures\u201d)",
-            )
-        )
+        verdict_text, verdict_class = "not buffered: tokens arrived spread out", "dim"
+        verdict_title = "buffered verdict: no (README \u201cHow it measures\u201d)"
+    out.append(
+        _el("g", {"class": "verdict"}, _text(12, by, verdict_text, verdict_class), verdict_title)
+    )
     out.append(_legend(rows_y1 + 62))
     body = "\n".join(out)
     return (

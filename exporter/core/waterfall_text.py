@@ -47,9 +47,8 @@ def render_text(w: Waterfall, width: int = 80) -> Text:
     verdict = "ok" if w.outcome == "success" else f"FAIL {w.failure.kind if w.failure else ''}"
     out.append(f"{w.target} · {w.assistant_id} · ")
     out.append(verdict, style="green" if w.outcome == "success" else "bold red")
-    answer = ""
-    if w.answer_ttft_s is not None and w.answer_ttft_s != w.ttft_s:
-        answer = f" · answer {_ms(w.answer_ttft_s)}"
+    a_s = w.distinct_answer_ttft_s
+    answer = "" if a_s is None else f" · answer {_ms(a_s)}"
     out.append(
         f" · TTFT {_ms(w.ttft_s)}{answer} · total {_ms(w.end_s - w.request_s)}"
         f" · {w.tokens} tokens\n"

@@ -345,15 +345,11 @@ class Daemon:
             return True, f"reloaded {self.config_path}: {len(config.targets)} target(s)"
 
     async def _run_probe(self, name: str, debug: bool) -> dict[str, Any] | None:
-        assert self.scheduler is not None
         target = self.config.target(name)
         if target is None:
             return None
         lines: list[str] = []
-        try:
-            result = await self.scheduler.run_now(name, lines)
-        except OnDemandBusy as busy:
-            raise ProbeBusy(busy.retry_after_s) from busy
+        result = await self._run_probe_result(name, lines)
         if result is None:
             return None
         out = result.to_dict()
@@ -363,24 +359,22 @@ class Daemon:
         return out
 
     async def _run_probe_metrics(self, name: str) -> bytes | None:
-        assert self.scheduler is not None
-        if self.config.target(name) is None:
-            return None
-        try:
-            # Every sink, as an on-demand result: Prometheus counts it in on_demand_runs_total
-            # only, so it stays out of the SLO series (docs/RELIABILITY.md).
-            result = await self.scheduler.run_now(name)
-        except OnDemandBusy as busy:
-            raise ProbeBusy(busy.retry_after_s) from busy
+        # Every sink, as an on-demand result: Prometheus counts it in on_demand_runs_total
+        # only, so it stays out of the SLO series (docs/RELIABILITY.md).
+        result = await self._run_probe_result(name)
         return None if result is None else probe_exposition(result)
 
-    async def _run_probe_result(self, name: str) -> ProbeResult | None:
-        """`/probe?format=svg`: an on-demand probe, as the result itself."""
+    async def _run_probe_result(
+        self, name: str, lines: list[str] | None = None
+    ) -> ProbeResult | None:
+        """An on-demand probe of target `name` (every `/probe` format), as the result itself;
+        its log lines go to `lines`. None for an unknown target; `ProbeBusy` when the target
+        has an on-demand probe in flight."""
         assert self.scheduler is not None
         if self.config.target(name) is None:
             return None
         try:
-            return await self.scheduler.run_now(name)
+            return await self.scheduler.run_now(name, lines)
         except OnDemandBusy as busy:
             raise ProbeBusy(busy.retry_after_s) from busy
 

@@ -13,6 +13,7 @@ sit between a read and its stamp.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -370,10 +371,7 @@ class _Probe:
         except Exception as exc:
             self.stopped_by(exc, deadlines, watchdog)
         finally:
-            if watchdog is not None:
-                watchdog.cancel()
-            if response is not None:
-                await response.aclose()
+            await self.release(watchdog, response)
         self.say_failure()
 
     def _refuse_stream_mode(self, status: int, detail: str) -> None:
@@ -455,6 +453,24 @@ class _Probe:
                 phase="headers",
             )
         return deadlines.failure(watchdog.which)
+
+    @staticmethod
+    async def release(
+        watchdog: _Watchdog | None,
+        response: httpx.Response | None,
+        tasks: tuple[asyncio.Task[None] | None, ...] = (),
+    ) -> None:
+        """Free what one attempt held, in this order: the watchdog's timer, the attempt's own
+        `tasks` (cancelled and awaited, whatever they raise), the response's connection."""
+        if watchdog is not None:
+            watchdog.cancel()
+        for task in tasks:
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        if response is not None:
+            await response.aclose()
 
     def say_failure(self) -> None:
         if self.failure is not None:

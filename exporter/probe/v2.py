@@ -10,7 +10,6 @@ on the legacy path (docs/PERFORMANCE.md); the server's `params.timestamp` is kep
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -155,15 +154,7 @@ class _V2Probe(_Probe):
         except Exception as exc:
             self.stopped_by(exc, deadlines, watchdog)
         finally:
-            if watchdog is not None:
-                watchdog.cancel()
-            for task in (reader, self._status_check):
-                if task is not None and not task.done():
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
-            if response is not None:
-                await response.aclose()
+            await self.release(watchdog, response, (reader, self._status_check))
         self.say_failure()
 
     def timed_out(self, deadlines: Deadlines, watchdog: _Watchdog | None) -> ProbeFailure:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable, Sequence
-from typing import Final
+from importlib import import_module
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
@@ -76,24 +77,27 @@ PROBE_BUFFERED: Final = "langgraph.probe.buffered"
 PROBE_TPOT_S: Final = "langgraph.probe.time_per_output_token_s"
 
 
-def _protocol() -> str:
-    return (
-        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+#: The OTLP exporter of each signal: (module under `opentelemetry.exporter.otlp.proto.grpc`
+#: or `.http`, class name).
+_OTLP_EXPORTERS: Final = {
+    "TRACES": ("trace_exporter", "OTLPSpanExporter"),
+    "METRICS": ("metric_exporter", "OTLPMetricExporter"),
+}
+
+
+def otlp_exporter_from_env(signal: Literal["TRACES", "METRICS"]) -> Any:
+    """A new OTLP exporter of `signal` (a `SpanExporter` or a `MetricExporter`), over gRPC when
+    OTEL_EXPORTER_OTLP_<signal>_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL, says "grpc", else
+    over HTTP; the exporter reads its endpoint and headers from the environment itself.
+    Imported here, when a sink is built, so a process that exports nothing never loads gRPC."""
+    protocol = (
+        os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
         or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         or "http/protobuf"  # the OTLP exporter spec's default
     ).strip()
-
-
-def _exporter_from_env() -> SpanExporter:
-    if _protocol() == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        return OTLPSpanExporter()
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter as HTTPSpanExporter,
-    )
-
-    return HTTPSpanExporter()
+    module, cls = _OTLP_EXPORTERS[signal]
+    transport = "grpc" if protocol == "grpc" else "http"
+    return getattr(import_module(f"opentelemetry.exporter.otlp.proto.{transport}.{module}"), cls)()
 
 
 class _CountingExporter(SpanExporter):
@@ -168,7 +172,7 @@ class OTLPSink:
             {"service.name": "langgraph-stream-exporter", "service.version": __version__}
         )
         self.provider = TracerProvider(resource=resource, id_generator=self._ids)
-        exporter = exporter if exporter is not None else _exporter_from_env()
+        exporter = exporter if exporter is not None else otlp_exporter_from_env("TRACES")
         if on_export_failure is not None:
             exporter = _CountingExporter(exporter, on_export_failure)
         processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
@@ -300,19 +304,9 @@ class OTLPSink:
 def _phase_events(span: trace.Span, result: ProbeResult) -> None:
     """The phases of the probe as span events at the moment each ended: connection set-up
     (before the span starts at t_request), then headers, first event, first (answer) token."""
-    stamps = (
-        ("dns", result.t_dns_ns),
-        ("connect", result.t_connect_ns),
-        ("proxy_connect", result.t_proxy_ns),
-        ("tls", result.t_tls_ns),
-        ("request_written", result.t_request_ns if result.t_start_ns is not None else None),
-        ("headers", result.t_headers_ns),
-        ("first_event", result.t_first_event_ns),
-        ("first_token", result.t_first_token_ns),
-        ("first_answer_token", result.t_first_answer_ns),
-    )
-    for name, ns in stamps:
-        if ns is not None:
+    for name, ns in result.phase_stamps():
+        # Without a measured set-up, the request was written at the span's own start.
+        if ns is not None and (name != "request_written" or result.t_start_ns is not None):
             span.add_event(name, timestamp=result.wall_ns(ns))
 
 

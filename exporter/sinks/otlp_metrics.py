@@ -46,7 +46,6 @@ by the SDK itself (`OTEL_EXPORTER_OTLP_(METRICS_)PROTOCOL` picks gRPC or http/pr
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Final, Literal
 from urllib.parse import urlsplit
@@ -60,8 +59,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from exporter import __version__
-from exporter.core.result import ProbeResult
+from exporter.core.result import NodeExecution, ProbeResult
 from exporter.sinks import Trigger
+from exporter.sinks.otlp import otlp_exporter_from_env
 
 __all__ = ["INSTRUMENTS", "OTLPMetricsSink"]
 
@@ -116,24 +116,21 @@ NODE: Final = "langgraph.node"
 OTHER: Final = "_OTHER"  # OTel's value for "known to exist, not known which"
 
 
-def _protocol() -> str:
-    return (
-        os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
-        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "http/protobuf"
-    ).strip()
-
-
-def _exporter_from_env() -> MetricExporter:
-    if _protocol() == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-        return OTLPMetricExporter()
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-        OTLPMetricExporter as HTTPMetricExporter,
-    )
-
-    return HTTPMetricExporter()
+def _record_ttfts(
+    histograms: dict[str, Histogram],
+    prefix: str,
+    of: ProbeResult | NodeExecution,
+    attrs: dict[str, str],
+    ctx: Context | None,
+) -> None:
+    """Record the TTFT and the answer TTFT (s) of a run or a node execution, where measured, in
+    `<prefix>.time_to_first_token` and `<prefix>.time_to_first_answer_token`."""
+    for name, value_s in (
+        ("time_to_first_token", of.ttft_s),
+        ("time_to_first_answer_token", of.answer_ttft_s),
+    ):
+        if value_s is not None:
+            histograms[f"{prefix}.{name}"].record(value_s, attrs, ctx)
 
 
 def _context_of(result: ProbeResult) -> Context | None:
@@ -167,7 +164,7 @@ class OTLPMetricsSink:
             {"service.name": "langgraph-stream-exporter", "service.version": __version__}
         )
         self.reader = PeriodicExportingMetricReader(
-            exporter if exporter is not None else _exporter_from_env(),
+            exporter if exporter is not None else otlp_exporter_from_env("METRICS"),
             export_interval_millis=export_interval_ms,
         )
         self.provider = MeterProvider(resource=resource, metric_readers=[self.reader])
@@ -219,21 +216,11 @@ class OTLPMetricsSink:
             outcome["error.type"] = failure.kind.value
         probe = self._probe
         probe["langgraph.probe.duration"].record(result.duration_s, {**run, **outcome}, ctx)
-        if result.ttft_s is not None:
-            probe["langgraph.probe.time_to_first_token"].record(result.ttft_s, run, ctx)
-        if result.answer_ttft_s is not None:
-            probe["langgraph.probe.time_to_first_answer_token"].record(
-                result.answer_ttft_s, run, ctx
-            )
+        _record_ttfts(probe, "langgraph.probe", result, run, ctx)
         self._buffered.add(1, {**run, "langgraph.probe.buffered": result.buffered}, ctx)
         for ex in result.nodes:
             node = {TARGET: result.target, NODE: ex.node}
-            if ex.ttft_s is not None:
-                probe["langgraph.probe.node.time_to_first_token"].record(ex.ttft_s, node, ctx)
-            if ex.answer_ttft_s is not None:
-                probe["langgraph.probe.node.time_to_first_answer_token"].record(
-                    ex.answer_ttft_s, node, ctx
-                )
+            _record_ttfts(probe, "langgraph.probe.node", ex, node, ctx)
             for call in ex.calls:
                 if not call.token_ns:
                     continue
