@@ -202,11 +202,11 @@ def _output(msg: dict[str, Any]) -> tuple[str, bool, bool]:
             reasoning = True
     if not tool:
         chunks = msg.get("tool_call_chunks")
-        if isinstance(chunks, list):
-            tool = any(
-                isinstance(c, dict) and (_nonempty(c.get("name")) or _nonempty(c.get("args")))
-                for c in chunks
-            )
+        if chunks and isinstance(chunks, list):
+            for c in chunks:  # a loop, not any(): this runs for every tool-call token
+                if isinstance(c, dict) and (_nonempty(c.get("name")) or _nonempty(c.get("args"))):
+                    tool = True
+                    break
     return text, reasoning, tool
 
 
@@ -280,30 +280,41 @@ def _message(name: str, ns_names: list[str], payload: Any) -> Message:
     else:
         node = "/".join([*ns_names, lg_node]) if isinstance(lg_node, str) else "/".join(ns_names)
         task_id = None
-    is_chunk = _is_chunk(msg, meta)
-    text, reasoning, tool = _output(msg)
+    # NOTE: this runs for every token; the common shapes (string content, no reasoning in
+    # `additional_kwargs`, no tool fragments, no usage) take the short path (docs/PERFORMANCE.md).
+    is_chunk = msg.get("type") == "AIMessageChunk" or _is_chunk(msg, meta)
+    content = msg.get("content")
+    if (
+        type(content) is str
+        and not msg.get("additional_kwargs")
+        and not msg.get("tool_call_chunks")
+    ):
+        text, reasoning, tool = content, False, False
+    else:
+        text, reasoning, tool = _output(msg)
     answer = bool(text) or tool
-    output_tokens, reasoning_tokens = _usage(msg)
+    output_tokens, reasoning_tokens = _usage(msg) if msg.get("usage_metadata") else (None, None)
     model = meta.get("ls_model_name")
     provider = meta.get("ls_provider")
     thread_id = meta.get("thread_id")
     msg_id = msg.get("id")
+    # Positional: a NamedTuple built from keywords costs more (fields in declaration order).
     return Message(
-        msg_id=msg_id if isinstance(msg_id, str) else "",
+        msg_id if isinstance(msg_id, str) else "",
         # Interned: a result keeps the node of every event, and a graph has few nodes.
-        node=sys.intern(node) if node else "__unknown__",
-        langgraph_node=sys.intern(lg_node) if isinstance(lg_node, str) else None,
-        task_id=task_id,
-        is_chunk=is_chunk,
-        is_token=is_chunk and (answer or reasoning),
-        is_answer=is_chunk and answer,
-        is_last=msg.get("chunk_position") == "last",
-        text=text,
-        model=model if isinstance(model, str) else None,
-        provider=provider if isinstance(provider, str) else None,
-        output_tokens=output_tokens,
-        reasoning_tokens=reasoning_tokens,
-        thread_id=thread_id if isinstance(thread_id, str) else None,
+        sys.intern(node) if node else "__unknown__",
+        sys.intern(lg_node) if isinstance(lg_node, str) else None,
+        task_id,
+        is_chunk,
+        is_chunk and (answer or reasoning),
+        is_chunk and answer,
+        msg.get("chunk_position") == "last",
+        text,
+        model if isinstance(model, str) else None,
+        provider if isinstance(provider, str) else None,
+        output_tokens,
+        reasoning_tokens,
+        thread_id if isinstance(thread_id, str) else None,
     )
 
 
