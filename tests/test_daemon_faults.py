@@ -248,7 +248,7 @@ def test_rss_does_not_grow_from_middle_to_end(observed: Observed) -> None:
 SCRAPE_TARGETS = 50
 
 
-async def _scrape_while_pinging(workdir: Path) -> tuple[list[float], list[float]]:
+async def _scrape_while_pinging(workdir: Path) -> tuple[list[float], list[float], list[int]]:
     """(scrape durations, /healthz latencies while scrapes ran), both in seconds."""
     async with ScriptedServer() as server:
         server.route(
@@ -296,6 +296,7 @@ async def _scrape_while_pinging(workdir: Path) -> tuple[list[float], list[float]
                 assert (await client.post("/-/reload")).status_code == 200
                 om = {"Accept": "application/openmetrics-text"}  # what Prometheus asks for
                 scrapes: list[float] = []
+                sizes: list[int] = []
                 pings: list[float] = []
                 scraping = True
 
@@ -309,28 +310,31 @@ async def _scrape_while_pinging(workdir: Path) -> tuple[list[float], list[float]
                 pinger = asyncio.create_task(ping())
                 for _ in range(10):
                     t0 = time.perf_counter()
-                    await client.get("/metrics", headers=om)
+                    page = await client.get("/metrics", headers=om)
                     scrapes.append(time.perf_counter() - t0)
+                    sizes.append(len(page.content))
                 scraping = False
                 await pinger
         finally:
             await asyncio.to_thread(daemon.stop)
-    return scrapes, pings
+    return scrapes, pings, sizes
 
 
 @pytest.mark.timing
 def test_metrics_scrape_does_not_block_the_probe_loop(tmp_path: Path) -> None:
     """While a large /metrics is rendered, /healthz (same event loop as the probes) still answers
     fast: the render must not hold the loop, or every in-flight token is stamped late."""
-    scrapes, pings = asyncio.run(_scrape_while_pinging(tmp_path))
+    scrapes, pings, sizes = asyncio.run(_scrape_while_pinging(tmp_path))
     render_s = statistics.median(scrapes)
-    # the scrape is big enough for the comparison to mean something
-    assert render_s >= 0.01, f"median /metrics render took {render_s * 1000:.1f} ms, want >= 10 ms"
+    # the scrape is big enough for the comparison to mean something (its time no longer is:
+    # the exposition is cached per target, docs/PERFORMANCE.md "Daemon scale")
+    assert min(sizes) >= 1_000_000, f"/metrics was only {min(sizes)} bytes"
     # On the loop, one ping per scrape waits out a whole render (10 of them here); off the loop a
     # ping only waits for the GIL at the render thread's 5 ms switch interval (~0.3-0.45x seen).
-    # One slow ping is allowed: this test's own loop also has to read each 1.1 MB page.
+    # A few slow pings are allowed (this test's own loop also has to read each 1.1 MB page);
+    # a render on the loop would make one per scrape slow, ten here.
     slow = [p for p in pings if p >= 0.75 * render_s]
-    assert len(slow) <= 1, (
+    assert len(slow) <= 3, (
         f"{len(slow)} of {len(pings)} /healthz pings took >= 0.75 x the median render "
         f"({render_s * 1000:.1f} ms); slowest: {[round(p * 1000, 1) for p in sorted(pings)[-5:]]} ms"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,9 +48,12 @@ def otlp_daemon(request: pytest.FixtureRequest, langgraph_server: str, tmp_path:
             yield daemon, rx, ("grpc" if request.param == "grpc" else "http")
 
 
-def test_span_tree_names_parentage_times_and_genai_attributes(otlp_daemon) -> None:
+def test_span_tree_names_parentage_times_and_genai_attributes(otlp_daemon, langgraph: Any) -> None:
     """One probe = root `invoke_agent agent` → `node …` → `chat fake-stream-1`, inside its window."""
     daemon, rx, protocol = otlp_daemon
+    # The JS server may send a node's `tasks` start up to ~15 ms after its model started its
+    # delay (docs/WIRE.md §16): time to first chunk can read that much short there.
+    low_s = 0.2 if langgraph.kind == "python" else 0.185
     wall_before_ns = time.time_ns()
     result = daemon.get("/probe", params={"target": "agent"}).json()
     wall_after_ns = time.time_ns()
@@ -78,7 +82,8 @@ def test_span_tree_names_parentage_times_and_genai_attributes(otlp_daemon) -> No
         assert chat.attributes["gen_ai.request.model"] == "fake-stream-1"
         assert chat.attributes["gen_ai.provider.name"] == "fakeprovider"
         assert chat.attributes["gen_ai.usage.output_tokens"] > 0
-        assert 0.2 <= chat.attributes["gen_ai.response.time_to_first_chunk"] < 0.3
+        ttfc = chat.attributes["gen_ai.response.time_to_first_chunk"]
+        assert low_s <= ttfc < 0.3, f"time to first chunk {ttfc}"
     for node in nodes:
         assert root.start_ns <= node.start_ns <= node.end_ns <= root.end_ns
     assert root.resource["service.name"] == "langgraph-stream-exporter"
