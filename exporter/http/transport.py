@@ -460,12 +460,30 @@ def _now_ns() -> int:
     return time.monotonic_ns()
 
 
+def _literal_address(host: str, port: int) -> list[Any] | None:
+    """An IP literal needs no resolver: the `getaddrinfo` answer built directly.
+
+    NOTE: `loop.getaddrinfo` runs in a worker thread even for `127.0.0.1`; at hundreds of
+    streams that thread hop was a measurable share of the CPU per stream (docs/PERFORMANCE.md).
+    """
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        addr: tuple[Any, ...] = (host, port) if family == socket.AF_INET else (host, port, 0, 0)
+        return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", addr)]
+    return None
+
+
 async def _tcp_connect(
     loop: asyncio.AbstractEventLoop, host: str, port: int, phases: ConnectionPhases
 ) -> socket.socket:
     """Resolve `host` and connect to the first address that accepts, stamping both steps."""
     phases.dns_start_ns = _now_ns()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    infos = _literal_address(host, port) or await loop.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )
     phases.dns_done_ns = _now_ns()
     errors: list[OSError] = []
     for family, type_, proto, _, addr in infos:
