@@ -57,7 +57,11 @@ class StreamTimeline:
         self._burst = 0
         self._text: list[str] = []
         self._text_len = 0
-        self._ev: list[tuple[int, str, str | None]] = []  # (recv_ns, name, node)
+        # NOTE: three lists of scalars, not a list of tuples: a tuple per event is one more
+        # object for the cycle collector to track on every event, at every open stream.
+        self._ev_ns: list[int] = []
+        self._ev_name: list[str] = []
+        self._ev_node: list[str | None] = []
         self._ev_dropped = 0
 
     def headers(self, recv_ns: int) -> None:
@@ -67,8 +71,10 @@ class StreamTimeline:
         """Log one event (only counted past MAX_EVENTS_LOGGED); False if it was not listed."""
         if self.t_first_event_ns is None:
             self.t_first_event_ns = recv_ns
-        if len(self._ev) < MAX_EVENTS_LOGGED:
-            self._ev.append((recv_ns, name, node))
+        if len(self._ev_ns) < MAX_EVENTS_LOGGED:
+            self._ev_ns.append(recv_ns)
+            self._ev_name.append(name)
+            self._ev_node.append(node)
             return True
         self._ev_dropped += 1
         return False
@@ -109,11 +115,9 @@ class StreamTimeline:
         raise NotImplementedError
 
     def event_log(self) -> EventLog:
-        ev = self._ev
         return EventLog(
-            tuple(e[0] for e in ev), tuple(e[1] for e in ev), tuple(e[2] for e in ev),
-            self._ev_dropped,
-        )  # fmt: skip
+            tuple(self._ev_ns), tuple(self._ev_name), tuple(self._ev_node), self._ev_dropped
+        )
 
     def _expectation_failure(
         self, expect: Expectations, seen: set[str], nodes_note: str = ""
