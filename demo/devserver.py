@@ -144,20 +144,13 @@ class DevServer:
 
     def _spawn(self) -> float:
         """Copy the project to a fresh temp dir and start the CLI; return the spawn time."""
-        self.project_dir = Path(tempfile.mkdtemp(prefix="lg-demo-"))
-        for src in [DEMO_DIR / "langgraph.json", *sorted(DEMO_DIR.glob("*.py"))]:
-            if src.name != Path(__file__).name:
-                shutil.copy2(src, self.project_dir / src.name)
+        self.project_dir = self._copy_project()
         self._log = Path(self.log_path) if self.log_path else self.project_dir / "server.log"
         self._log_file = self._log.open("wb")
-        child_env = {**os.environ, **self.env, **_QUIET_ENV}
+        child_env = {**os.environ, **self.env, **self._quiet_env()}
         for key in _DROPPED_ENV:
             child_env.pop(key, None)
-        if self.provider_url:
-            child_env["DEMO_PROVIDER_URL"] = self.provider_url
-        # The provider SDKs honour proxy variables: loopback must never go through a proxy.
-        for key in ("NO_PROXY", "no_proxy"):
-            child_env[key] = ",".join(filter(None, [child_env.get(key), _LOOPBACK]))
+        self._adjust_env(child_env)
         cmd = [
             self.langgraph_bin,
             "dev",
@@ -167,9 +160,7 @@ class DevServer:
             "127.0.0.1",
             "--port",
             str(self.port),
-            # The CLI's real default is 1 job (docs/WIRE.md §14): runs would queue behind each other
-            "--n-jobs-per-worker",
-            "10",
+            *self._extra_args(),
         ]
         t0 = time.monotonic()
         self.process = subprocess.Popen(
@@ -184,6 +175,30 @@ class DevServer:
         )
         atexit.register(self.stop)
         return t0
+
+    # The parts of `_spawn` a server of another kind (devserver_js.JsDevServer) replaces.
+
+    def _copy_project(self) -> Path:
+        """A fresh temp copy of the project: the in-memory server persists state beside it."""
+        project = Path(tempfile.mkdtemp(prefix="lg-demo-"))
+        for src in [DEMO_DIR / "langgraph.json", *sorted(DEMO_DIR.glob("*.py"))]:
+            if src.name != Path(__file__).name:
+                shutil.copy2(src, project / src.name)
+        return project
+
+    def _quiet_env(self) -> dict[str, str]:
+        return _QUIET_ENV
+
+    def _adjust_env(self, child_env: dict[str, str]) -> None:
+        if self.provider_url:
+            child_env["DEMO_PROVIDER_URL"] = self.provider_url
+        # The provider SDKs honour proxy variables: loopback must never go through a proxy.
+        for key in ("NO_PROXY", "no_proxy"):
+            child_env[key] = ",".join(filter(None, [child_env.get(key), _LOOPBACK]))
+
+    def _extra_args(self) -> list[str]:
+        # The CLI's real default is 1 job (docs/WIRE.md §14): runs would queue behind each other.
+        return ["--n-jobs-per-worker", "10"]
 
     def _wait_ready(self, t0: float) -> None:
         assert self.process is not None

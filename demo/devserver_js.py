@@ -25,18 +25,15 @@ demo/js). What differs from the Python launcher:
 
 from __future__ import annotations
 
-import atexit
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import devserver
-from devserver import _DROPPED_ENV, _QUIET_ENV, DevServer, DevServerError
+from devserver import _QUIET_ENV, DevServer, DevServerError
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 DEFAULT_LANGGRAPHJS_BIN = JS_DIR / "node_modules" / ".bin" / "langgraphjs"
@@ -87,47 +84,26 @@ class JsDevServer(DevServer):
         super().start()
         return self
 
-    def _spawn(self) -> float:
-        """Copy the JS project to a fresh temp dir and start the CLI; return the spawn time."""
-        self.project_dir = Path(tempfile.mkdtemp(prefix="lg-demo-js-"))
+    # `DevServer._spawn` runs the CLI; these are the parts that differ for the JS project.
+
+    def _copy_project(self) -> Path:
+        project = Path(tempfile.mkdtemp(prefix="lg-demo-js-"))
         for name in _PROJECT_FILES:
-            shutil.copy2(JS_DIR / name, self.project_dir / name)
-        shutil.copytree(JS_DIR / "src", self.project_dir / "src")
-        (self.project_dir / "node_modules").symlink_to(JS_DIR / "node_modules")
-        self._log = Path(self.log_path) if self.log_path else self.project_dir / "server.log"
-        self._log_file = self._log.open("wb")
-        child_env = {**os.environ, **self.env, **_JS_QUIET_ENV}
-        for key in _DROPPED_ENV:
-            child_env.pop(key, None)
+            shutil.copy2(JS_DIR / name, project / name)
+        shutil.copytree(JS_DIR / "src", project / "src")
+        (project / "node_modules").symlink_to(JS_DIR / "node_modules")
+        return project
+
+    def _quiet_env(self) -> dict[str, str]:
+        return _JS_QUIET_ENV
+
+    def _adjust_env(self, child_env: dict[str, str]) -> None:
         if LOCAL_NODE_BIN.is_dir():
             child_env["PATH"] = f"{LOCAL_NODE_BIN}{os.pathsep}{child_env.get('PATH', '')}"
-        cmd = [
-            self.langgraph_bin,
-            "dev",
-            "--no-browser",
-            "--no-reload",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--n-jobs-per-worker",
-            "10",
-            "--config",
-            str(self.project_dir / "langgraph.json"),
-        ]
-        t0 = time.monotonic()
-        self.process = subprocess.Popen(
-            cmd,
-            cwd=self.project_dir,
-            env=child_env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            # Own process group: the CLI runs the server as a child (tsx, then node, esbuild).
-            start_new_session=True,
-        )
-        atexit.register(self.stop)
-        return t0
+
+    def _extra_args(self) -> list[str]:
+        assert self.project_dir is not None
+        return [*super()._extra_args(), "--config", str(self.project_dir / "langgraph.json")]
 
     def _ok(self) -> bool:
         # Called by DevServer's readiness loop after its own log checks. A busy port makes
