@@ -124,27 +124,14 @@ def test_slo_threshold_is_a_ttft_bucket() -> None:
 
 def test_quiet_target_cases_depend_on_the_minimum_counts(tmp_path: Path, promtool: Path) -> None:
     """Without the minimum sample and failure counts, the quiet-target unit tests fail."""
-    rendered = generate.helm_template(
-        "--show-only=templates/prometheusrule.yaml",
-        "--set=prometheusRule.enabled=true",
+    failed = _promtool_failures(
+        promtool,
+        tmp_path,
         "--set=prometheusRule.probeFailing.minFailures=1",
         "--set=prometheusRule.ttftSLO.minSamples=0",
         "--set=prometheusRule.regression.ttft.minSamples=0",
         "--set=prometheusRule.regression.itl.minSamples=0",
     )
-    (tmp_path / paths.RULES.name).write_text(yaml.safe_dump(yaml.safe_load(rendered)["spec"]))
-    tests = tmp_path / "tests"
-    tests.mkdir()
-    for path in paths.RULE_TESTS:
-        shutil.copy(path, tests / path.name)
-    proc = subprocess.run(
-        [str(promtool), "test", "rules", *sorted(str(p) for p in tests.glob("*.yaml"))],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    output = (proc.stdout + proc.stderr).splitlines()
-    failed = {line.strip() for line in output if line.strip().startswith("name:")}
     quiet = {f"name: {test['name']}," for test in _unit_tests() if "quiet" in test["name"]}
     guarded = {
         "name: probe failing is silent on a quiet target with one failed probe,",
