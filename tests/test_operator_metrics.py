@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
-import ssl
 from pathlib import Path
 
 import pytest
-import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
@@ -20,6 +18,7 @@ from exporter.core.result import Failure
 from exporter.probe import probe
 from exporter.sinks.prometheus import GAP_BUCKETS, probe_exposition
 from tests.support.scripted_server import ScriptedServer, langgraph_stream
+from tests.support.tls import localhost_tls
 from tests.test_sinks import result, sink_with
 
 LABELS = {"target": "t", "assistant": "agent", "env": "dev"}
@@ -96,11 +95,7 @@ def test_cert_expiry_is_kept_when_a_later_probe_has_no_handshake() -> None:
 async def test_https_probe_reads_the_certificates_not_after(tmp_path: Path) -> None:
     """A probe of an https server records the notAfter of the certificate it was shown."""
     not_after = dt.datetime(2031, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
-    ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", not_after=not_after).configure_cert(server_ctx)
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
+    server_ctx, ca_file = localhost_tls(tmp_path, not_after=not_after)
     async with ScriptedServer(ssl_context=server_ctx) as server:
         server.route_stateless(langgraph_stream(["agent"], tokens=2, first_token_s=0, gap_s=0))
         target = Target.model_validate(

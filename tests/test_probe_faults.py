@@ -20,7 +20,6 @@ from typing import Any, get_args
 
 import orjson
 import pytest
-import trustme
 
 from exporter.config import Target
 from exporter.core import timing
@@ -55,6 +54,7 @@ from tests.support.scripted_server import (
     token,
     wait,
 )
+from tests.support.tls import localhost_tls
 
 pytestmark = pytest.mark.anyio
 
@@ -173,12 +173,7 @@ class TLSSetup:
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSSetup]:
     """A private CA (trustme) and a server context for `localhost` signed by it."""
-    ca = trustme.CA()
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(ctx)
-    path = tmp_path_factory.mktemp("tls") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    yield TLSSetup(ctx, str(path))
+    yield TLSSetup(*localhost_tls(tmp_path_factory.mktemp("tls")))
 
 
 async def probe_tls(

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, get_args
 
 import pytest
-import trustme
 
 from exporter.config import Target
 from exporter.core.errors import FailureKind
@@ -23,6 +22,7 @@ from exporter.http.transport import ArrivalStream
 from exporter.probe import probe
 from tests.support.forward_proxy import TinyProxy
 from tests.support.scripted_server import ScriptedServer, langgraph_stream
+from tests.support.tls import localhost_tls
 
 pytestmark = pytest.mark.anyio
 
@@ -54,12 +54,7 @@ def auth_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyProxy]:
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, str]:
-    ca = trustme.CA()
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(ctx)
-    path = tmp_path_factory.mktemp("tls") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return ctx, str(path)
+    return localhost_tls(tmp_path_factory.mktemp("tls"))
 
 
 def make_target(url: str, **fields: Any) -> Target:

@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-import trustme
 
 from exporter.config import Target
 from exporter.core.errors import FailureKind
@@ -36,6 +35,7 @@ from tests.support.scripted_server import (
     task_start,
     token,
 )
+from tests.support.tls import localhost_tls
 
 pytestmark = pytest.mark.anyio
 
@@ -328,12 +328,7 @@ async def test_secret_header_with_a_newline_is_refused_without_showing_it(
 
 @pytest.fixture(scope="module")
 def tls_server_ctx(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, str]:
-    ca = trustme.CA()
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(ctx)
-    path = tmp_path_factory.mktemp("tls") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return ctx, str(path)
+    return localhost_tls(tmp_path_factory.mktemp("tls"))
 
 
 def phases_of(arrival: ArrivalStream) -> list[int | None]:

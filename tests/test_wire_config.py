@@ -5,18 +5,18 @@ vanishes after loading failing the probe as `tls`."""
 from __future__ import annotations
 
 import json
-import ssl
+import os
 import urllib.parse
 from pathlib import Path
 
 import pytest
-import trustme
 
 from exporter.cli import main
 from exporter.config import SecretMask, SecretSource, Target
 from exporter.core.errors import FailureKind
 from exporter.probe import probe
 from tests.support.scripted_server import ScriptedServer, langgraph_stream
+from tests.support.tls import localhost_tls
 
 SECRET = 'sk-"quoted\\key"-ünï'
 
@@ -66,16 +66,12 @@ def _target(url: str, **fields: object) -> Target:
 @pytest.mark.anyio
 async def test_ca_file_deleted_after_loading_fails_the_probe_as_tls(tmp_path: Path) -> None:
     """The bundle existed when the config loaded and is gone now: `tls`, not `internal`."""
-    ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(server_ctx)
-    ca_path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_path))
+    server_ctx, ca_path = localhost_tls(tmp_path)
     async with ScriptedServer(ssl_context=server_ctx) as server:
         server.route_stateless(langgraph_stream(["agent"], tokens=1, first_token_s=0, gap_s=0))
         target = _target(server.url, ca_file=str(ca_path))
         first = await probe(target)
-        ca_path.unlink()
+        os.remove(ca_path)
         second = await probe(target)
     assert first.failure is None, first.failure
     assert second.failure is not None
