@@ -20,9 +20,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.daemon import DaemonProcess
+from tests.support.daemon import DaemonProcess, samples
 from tests.support.scripted_server import ScriptedServer, body, hang, langgraph_stream, status
 
 pytestmark = pytest.mark.slow
@@ -54,16 +53,6 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError(f"no VmRSS for pid {pid}")
-
-
-def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    """Every sample of metric `name` in a text exposition, keyed by its sorted labels."""
-    out: dict[tuple[tuple[str, str], ...], float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name:
-                out[tuple(sorted(s.labels.items()))] = s.value
-    return out
 
 
 def total(text: str, name: str, **match: str) -> float:

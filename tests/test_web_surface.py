@@ -13,25 +13,15 @@ import bcrypt
 import httpx
 import pytest
 import trustme
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.core.errors import ConfigError
 from exporter.daemon.webconfig import BasicAuth, load_web_config
-from tests.support.daemon import DaemonProcess, Prometheus
+from tests.support.daemon import DaemonProcess, Prometheus, samples
 from tests.support.scripted_server import ScriptedServer, langgraph_stream
 
 pytestmark = pytest.mark.slow
 
 USER, PASSWORD = "prometheus", "s3cret-scrape-password"
-
-
-def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    out: dict[tuple[tuple[str, str], ...], float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name:
-                out[tuple(sorted(s.labels.items()))] = s.value
-    return out
 
 
 def one_target(url: str, name: str = "t") -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def free_port() -> int:
@@ -230,3 +231,13 @@ class Prometheus:
             if time.monotonic() > deadline:
                 raise AssertionError(f"not every target scraped within {timeout_s}s: {by_job}")
             time.sleep(0.2)  # Prometheus has no push notification
+
+
+def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Every sample of metric `name` in a text exposition, keyed by its sorted labels."""
+    out: dict[tuple[tuple[str, str], ...], float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name:
+                out[tuple(sorted(s.labels.items()))] = s.value
+    return out
