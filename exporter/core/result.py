@@ -429,12 +429,15 @@ class ProbeResult:
         start = self.t_start_ns if self.t_start_ns is not None else self.t_request_ns
         return None if ns is None else (ns - start) / _NS
 
+    def _short_gaps(self) -> tuple[int, int]:
+        """(inter-token gaps under 1 ms, all inter-token gaps) of the run."""
+        gaps = [g for n in self.nodes for g in n.itl_s()]
+        return sum(1 for g in gaps if g < BUFFERED_GAP_S), len(gaps)
+
     def buffered_gap_ratio(self) -> float | None:
         """Share of inter-token gaps under 1 ms: near 1 when something buffers the stream."""
-        gaps = [g for n in self.nodes for g in n.itl_s()]
-        if not gaps:
-            return None
-        return sum(1 for g in gaps if g < BUFFERED_GAP_S) / len(gaps)
+        short, total = self._short_gaps()
+        return short / total if total else None
 
     def buffering(self) -> tuple[bool, str]:
         """(buffered, why): did tokens arrive in bursts no model produces? README "How it
@@ -443,11 +446,9 @@ class ProbeResult:
         `BUFFERED_MIN_BURST` tokens (and half the run's) in one socket read."""
         if self.content_encoding:
             return True, f"compressed on the way (content-encoding {self.content_encoding})"
-        gaps = [g for n in self.nodes for g in n.itl_s()]
-        if len(gaps) >= BUFFERED_MIN_GAPS:
-            share = sum(1 for g in gaps if g < BUFFERED_GAP_S) / len(gaps)
-            if share >= BUFFERED_SHARE:
-                return True, f"{share:.0%} of {len(gaps)} inter-token gaps under 1 ms"
+        short, total = self._short_gaps()
+        if total >= BUFFERED_MIN_GAPS and short / total >= BUFFERED_SHARE:
+            return True, f"{short / total:.0%} of {total} inter-token gaps under 1 ms"
         burst = self.max_tokens_per_read
         if burst >= BUFFERED_MIN_BURST and burst * 2 >= self.tokens:
             return True, f"{burst} of {self.tokens} tokens arrived in one read"
