@@ -35,7 +35,7 @@ from prometheus_client.utils import floatToGoString as _float_to_go
 
 from exporter import __version__
 from exporter.core.errors import FailureKind
-from exporter.core.result import ProbeResult
+from exporter.core.result import BUFFERED_GAP_S, ProbeResult
 from exporter.core.stats import quantile
 from exporter.sinks import SKIP_REASONS, Trigger
 
@@ -361,7 +361,7 @@ class PrometheusSink:
                     )
             for node, gaps in gaps_by_node.items():
                 if gaps:
-                    st.last_ratio[node] = sum(1 for g in gaps if g < 0.001) / len(gaps)
+                    st.last_ratio[node] = sum(1 for g in gaps if g < BUFFERED_GAP_S) / len(gaps)
 
     def close(self) -> None:
         """Nothing to flush: Prometheus pulls."""
