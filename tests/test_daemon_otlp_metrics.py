@@ -43,6 +43,11 @@ def _count(m: ReceivedMetric) -> int:
     return sum(p.count for p in m.points)
 
 
+def _exemplars(rx: OTLPReceiver, name: str) -> list[tuple[str, str, float]]:
+    """Every exemplar of `name` in every export so far (trace id, span id, value)."""
+    return [e for m in rx.metrics() if m.name == name for p in m.points for e in p.exemplars]
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_genai_and_probe_metrics_names_units_attributes_buckets(
     protocol: str, langgraph_server: str, tmp_path: Path
@@ -56,7 +61,8 @@ def test_genai_and_probe_metrics_names_units_attributes_buckets(
         got = rx.wait_for_metrics(
             [TTFC, TPOC, DURATION, USAGE, RUN_TTFT, NODE_TTFT, ITL], timeout_s=60,
             until=lambda m: RUN_TTFT in m and TTFC in m and TPOC in m and ITL in m
-            and _count(m[TTFC]) == 2 * _count(m[RUN_TTFT]) and _count(m[TPOC]) == _count(m[ITL]),
+            and _count(m[TTFC]) == 2 * _count(m[RUN_TTFT]) and _count(m[TPOC]) == _count(m[ITL])
+            and bool(_exemplars(rx, RUN_TTFT)) and bool(_exemplars(rx, TTFC)),
         )  # fmt: skip
         entries = {e["id"]: e for e in daemon.get("/-/probes").json()["recent"]}
     ttfc = got[TTFC]
@@ -76,12 +82,15 @@ def test_genai_and_probe_metrics_names_units_attributes_buckets(
     assert usage.points[0].value > 0
     (run,) = got[RUN_TTFT].points
     assert run.attributes == {"langgraph.probe.target": "agent", "gen_ai.agent.name": "agent"}
-    # Exemplars point at scheduled probes and carry that probe's own run TTFT.
-    assert run.exemplars
-    for trace_id, _span_id, value in run.exemplars:
+    # Exemplars point at scheduled probes and carry that probe's own run TTFT. The SDK's reservoir
+    # empties on every collection, so an exemplar rides only the export after its measurement:
+    # look across every export, not just the latest (which may follow an empty interval).
+    run_exemplars = _exemplars(rx, RUN_TTFT)
+    assert run_exemplars
+    for trace_id, _span_id, value in run_exemplars:
         assert entries[trace_id]["trigger"] == "scheduled"
         assert value == pytest.approx(entries[trace_id]["ttft_s"], abs=1e-4)
-    assert any(e[0] in entries for p in ttfc.points for e in p.exemplars)
+    assert any(e[0] in entries for e in _exemplars(rx, TTFC))
 
 
 def test_latest_semconv_switches_to_the_inference_names(
