@@ -62,6 +62,7 @@ from exporter.probe.threads import sweep_orphaned_threads
 from exporter.runtime import (
     collector_paused,
     freeze_startup_objects,
+    freeze_survivors,
     run_async,
     share_gil_finely,
 )
@@ -534,6 +535,7 @@ class Daemon:
         if auth is not None and scheme == "http":
             log.warning("basic_auth_without_tls", detail="passwords cross the network in clear")
         renderer = asyncio.create_task(self._refresh_exposition(), name="exposition")
+        freezer = asyncio.create_task(freeze_survivors(), name="gc-freeze")
         sweeper = (
             asyncio.create_task(self._sweep_forever(), name="orphan-sweep")
             if self.settings.orphan_sweep
@@ -544,6 +546,7 @@ class Daemon:
         # 1. Stop accepting work: no new probes, readiness off.
         self._ready = False
         renderer.cancel()
+        freezer.cancel()
         if sweeper is not None:
             sweeper.cancel()
         scheduler.stop_scheduling()
