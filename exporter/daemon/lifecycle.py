@@ -279,7 +279,7 @@ class Daemon:
         if settings.otlp_metrics:
             from exporter.sinks.otlp_metrics import OTLPMetricsSink
 
-            sinks.append(OTLPMetricsSink(semconv=settings.semconv))
+            sinks.append(OTLPMetricsSink(semconv=settings.semconv, location=settings.location))
         self.sinks = SinkSet(sinks, on_error=self._sink_error)
         self.prometheus.declare_sinks(self.sinks.names)
         self.scheduler: Scheduler | None = None
