@@ -3,7 +3,8 @@ from (LGSE_LOCATION), and `/metrics` compressed for scrapers that accept gzip.
 
 One scenario (about 10 s): three real daemons with the same config of 24 targets, each target
 under its own path prefix of one scripted server, so the server counts the requests of every
-target.
+target. A second one (about 6 s): two shards whose targets file grows from 4 to 16 targets,
+reloaded by `POST /-/reload` and by SIGHUP, each probing its own scripted server.
 """
 
 from __future__ import annotations
