@@ -188,7 +188,9 @@ def run_level(n: int, scrapes: int, workdir: Path, realtime: bool) -> dict[str, 
          "--listen", f"{harness.HOST}:{port}"],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
     )  # fmt: skip
-    harness.place(daemon.pid, daemon_cpus, realtime)
+    # The daemon runs under the normal scheduler, as in production; only the server is
+    # SCHED_FIFO, so that it sends on time (docs/PERFORMANCE.md "Daemon scale method").
+    harness.place(daemon.pid, daemon_cpus, False)
     level: dict[str, Any] = {"targets": n, "nodes": 5, "tokens_per_node": 20}
     try:
         wait_ready(port, daemon)
@@ -254,8 +256,9 @@ def table(run: dict[str, Any]) -> str:
         f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), Python {m['python']}, load average "
         f"at start {', '.join(f'{x:.2f}' for x in m['loadavg'])}. Probes every "
         f"{INTERVAL_S:g} s, 5 nodes × 20 tokens each; OpenMetrics + gzip scrape every "
-        f"{SCRAPE_EVERY_S:g} s. Server on one CPU, daemon on the other"
-        f"{', both SCHED_FIFO' if run['realtime'] else ''}.",
+        f"{SCRAPE_EVERY_S:g} s. Server on one CPU"
+        f"{' (SCHED_FIFO)' if run['realtime'] else ''}, daemon on the other (normal "
+        "scheduler).",
         "",
         "| targets | probes/s | CPU ms / probe | RSS (MB) | `/metrics` lines | `/metrics` MB "
         "(gzip MB) | cold scrape (ms) | scrape p50 / max (ms) | stamp late p99 during "

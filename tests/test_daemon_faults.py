@@ -318,12 +318,12 @@ def test_metrics_scrape_does_not_block_the_probe_loop(tmp_path: Path) -> None:
     # the scrape is big enough for the comparison to mean something (its time no longer is:
     # the exposition is cached per target, docs/PERFORMANCE.md "Daemon scale")
     assert min(sizes) >= 1_000_000, f"/metrics was only {min(sizes)} bytes"
-    # On the loop, one ping per scrape waits out a whole render (10 of them here); off the loop a
-    # ping only waits for the GIL at the render thread's 5 ms switch interval (~0.3-0.45x seen).
-    # A few slow pings are allowed (this test's own loop also has to read each 1.1 MB page);
-    # a render on the loop would make one per scrape slow, ten here.
+    # A render holding the loop makes the ping in flight wait it out whole: one slow ping per
+    # scrape, ten here. Rendered piece by piece with the loop running between two pieces, a
+    # ping waits a few pieces. Some slow pings are allowed: this test's own loop also reads
+    # each 1.1 MB page while it pings.
     slow = [p for p in pings if p >= 0.75 * render_s]
-    assert len(slow) <= 3, (
+    assert len(slow) <= len(scrapes) // 2, (
         f"{len(slow)} of {len(pings)} /healthz pings took >= 0.75 x the median render "
         f"({render_s * 1000:.1f} ms); slowest: {[round(p * 1000, 1) for p in sorted(pings)[-5:]]} ms"
     )

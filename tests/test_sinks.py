@@ -19,7 +19,7 @@ from exporter.core.result import CallTiming, Failure, NodeExecution, ProbeResult
 from exporter.sinks import SinkSet
 from exporter.sinks.log import History, LogSink, summary
 from exporter.sinks.otlp import OTLPSink
-from exporter.sinks.prometheus import OTHER_NODE, PrometheusSink
+from exporter.sinks.prometheus import OTHER_NODE, SLICE_PARTS, PrometheusSink
 
 MS = 1_000_000
 
@@ -243,6 +243,27 @@ def test_gzip_exposition_is_one_gzip_member_of_the_same_text() -> None:
         assert d.eof and d.unused_data == b""
         parse = openmetrics_families if openmetrics else text_string_to_metric_families
         assert _families(parse, text) == _families(parse, plain)
+
+
+def test_a_large_exposition_comes_in_bounded_pieces() -> None:
+    """The daemon runs its loop between two pieces of a scrape: no piece joins more than
+    `SLICE_PARTS` cached parts (or renders more than one target), and the pieces, joined, are
+    the one valid gzip member of the whole text."""
+    names = [f"t{i:03d}" for i in range(3 * SLICE_PARTS)]
+    sink = sink_with(*names)
+    for name in names:
+        sink.record(result(name, nodes=("agent", "tools")))
+    sink.exposition(openmetrics=True, gzip=True)  # every block cached: a steady scrape
+    pieces = list(sink.exposition_chunks(openmetrics=True, gzip=True))
+    per_target = max(len(st.rendered[(True, True)].parts) for st in sink._targets.values())
+    assert len(pieces) > len(names) * per_target / SLICE_PARTS
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    text = d.decompress(b"".join(pieces))
+    assert d.eof and d.unused_data == b""
+    def steady(body: bytes) -> list[bytes]:  # the process_* samples move between two scrapes
+        return [line for line in body.splitlines() if not line.startswith(b"process_")]
+
+    assert steady(text) == steady(sink.exposition(openmetrics=True))
 
 
 def test_a_new_result_renders_its_target_again_and_only_it() -> None:

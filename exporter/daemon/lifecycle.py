@@ -60,7 +60,6 @@ from exporter.probe import TraceParent, probe
 from exporter.probe.request import request_headers
 from exporter.probe.threads import sweep_orphaned_threads
 from exporter.runtime import (
-    collector_paused,
     freeze_startup_objects,
     freeze_survivors,
     run_async,
@@ -469,11 +468,13 @@ class Daemon:
             await asyncio.sleep(self.settings.orphan_sweep_interval)
 
     async def _refresh_exposition(self) -> None:
-        """Render changed targets' `/metrics` blocks once a second, off the loop, so a scrape
-        only joins ready bytes (docs/PERFORMANCE.md "Daemon scale")."""
+        """Render changed targets' `/metrics` blocks once a second, so a scrape only joins
+        ready bytes: on the loop, one target per loop iteration (docs/PERFORMANCE.md "Daemon
+        scale"; `PrometheusSink.refresh_steps`)."""
         while True:
             await asyncio.sleep(1.0)
-            await asyncio.to_thread(_refresh, self.prometheus)
+            for _ in self.prometheus.refresh_steps():
+                await asyncio.sleep(0)
 
     async def run(self, sock: socket.socket) -> int:
         """Serve on the bound `sock` until a signal; returns the exit status."""
@@ -489,7 +490,7 @@ class Daemon:
         self.prometheus.in_flight = lambda: scheduler.in_flight
         handlers = Handlers(
             registry=self.prometheus.registry,
-            exposition=self.prometheus.exposition,
+            exposition=self.prometheus.exposition_chunks,
             ready=lambda: self._ready,
             reload=self.reload,
             run_probe=self._run_probe,
@@ -581,11 +582,6 @@ class Daemon:
         await asyncio.to_thread(self.sinks.close)
         log.info("exporter_stopped")
         return 0
-
-
-def _refresh(sink: PrometheusSink) -> None:
-    with collector_paused():
-        sink.refresh()
 
 
 def resolve_shard(settings: Settings, hostname: str) -> int:

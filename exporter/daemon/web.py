@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -106,7 +106,7 @@ class Handlers:
     probe_detail: Callable[[str], dict[str, Any] | None] | None = None
     # `/metrics` from cached per-target blocks: (openmetrics, gzip) -> body. None: the
     # registry is rendered by prometheus_client on every scrape.
-    exposition: Callable[..., bytes] | None = None
+    exposition: Callable[..., Iterator[bytes]] | None = None
     # Pictures and the event stream (exporter/daemon/pictures.py, events.py); None: 404.
     #: `/probe?format=svg`: the result itself, None for an unknown target; raises `ProbeBusy`.
     run_probe_result: Callable[[str], Awaitable[ProbeResult | None]] | None = None
@@ -145,14 +145,20 @@ class Response:
     headers: tuple[tuple[str, str], ...] = ()
 
     async def send(self, send: Send) -> None:
-        headers = [
-            (b"content-type", self.content_type.encode()),
-            (b"content-length", str(len(self.body)).encode()),
-            (b"cache-control", b"no-store"),
-            *((k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers),
-        ]
+        headers = _header_list(self.content_type, len(self.body), self.headers)
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
+
+
+def _header_list(
+    content_type: str, length: int | None, extra: Iterable[tuple[str, str]]
+) -> list[tuple[bytes, bytes]]:
+    """Response headers as ASGI wants them; no length: the server sends the body chunked."""
+    headers = [(b"content-type", content_type.encode()), (b"cache-control", b"no-store")]
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
+    headers.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra)
+    return headers
 
 
 @dataclass(frozen=True)
@@ -209,15 +215,12 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
-def _render_metrics(h: Handlers, accept: str, gzip_ok: bool) -> tuple[bytes, str]:
-    """The `/metrics` body and its content type; in a thread, with the collector paused."""
+def _render_registry(h: Handlers, accept: str, gzip_ok: bool) -> tuple[bytes, str]:
+    """`/metrics` from the registry alone (no cached exposition); in a thread."""
     encoder, content_type = choose_encoder(accept)
     with collector_paused():
-        if h.exposition is not None:
-            openmetrics = content_type.startswith("application/openmetrics-text")
-            return h.exposition(openmetrics=openmetrics, gzip=gzip_ok), content_type
         body = encoder(h.registry)
-        return (gzip.compress(body, 1) if gzip_ok else body), content_type
+    return (gzip.compress(body, 1) if gzip_ok else body), content_type
 
 
 # ------------------------------------------------------------------ endpoints
@@ -226,14 +229,35 @@ def _render_metrics(h: Handlers, accept: str, gzip_ok: bool) -> tuple[bytes, str
 async def _metrics(h: Handlers, request: Request) -> Response:
     accept = request.header(b"accept") or ""
     gzip_ok = accepts_gzip(request.header(b"accept-encoding") or "")
-    # NOTE: in a thread, not on the loop: rendering (or joining and compressing) a large
-    # exposition takes tens of ms, and every token read meanwhile by a running probe would be
-    # stamped that late (docs/PERFORMANCE.md "Daemon scale").
-    body, content_type = await asyncio.to_thread(_render_metrics, h, accept, gzip_ok)
     headers = [("vary", "accept-encoding")]
     if gzip_ok:
         headers.append(("content-encoding", "gzip"))
-    return Response(200, body, content_type, tuple(headers))
+    if h.exposition is None:
+        body, content_type = await asyncio.to_thread(_render_registry, h, accept, gzip_ok)
+        return Response(200, body, content_type, tuple(headers))
+    content_type = choose_encoder(accept)[1]
+    chunks = h.exposition(
+        openmetrics=content_type.startswith("application/openmetrics-text"), gzip=gzip_ok
+    )
+
+    async def run(receive: Receive, send: Send) -> None:
+        # NOTE: on the loop, piece by piece, the loop running between two: a scrape delays a
+        # token's stamp by one piece (well under 1 ms) where a thread holding the GIL delayed
+        # it by a switch interval or more at every read (docs/PERFORMANCE.md "Daemon scale").
+        start: dict[str, Any] = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": _header_list(content_type, None, headers),
+        }
+        await send(start)
+        for chunk in chunks:
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            # `send` returns without suspending while the socket takes the bytes: yield anyway.
+            await asyncio.sleep(0)
+        await send({"type": "http.response.body", "body": b""})
+
+    return StreamingResponse(200, b"", content_type, tuple(headers), run=run)
 
 
 async def _healthz(h: Handlers, request: Request) -> Response:

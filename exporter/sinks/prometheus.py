@@ -456,13 +456,25 @@ class PrometheusSink:
         one gzip member (RFC 1952). Each target's series are rendered once per change of that
         target (a new result) and kept per family, as bytes or, for gzip, as compressed deflate
         segments; a scrape only joins them under one header per family (docs/PERFORMANCE.md
-        "Daemon scale"). Call it off the event loop: the lock is held for one target's render
-        at a time, so `record()` waits at most that long.
+        "Daemon scale"). The body of `exposition_chunks`, joined.
+        """
+        return b"".join(self.exposition_chunks(openmetrics=openmetrics, gzip=gzip))
+
+    def exposition_chunks(self, *, openmetrics: bool, gzip: bool = False) -> Iterator[bytes]:
+        """`exposition()` in pieces of at most `SLICE_PARTS` cached parts (or one render);
+        an empty piece only marks a pause.
+
+        The daemon sends each piece as it comes and runs its event loop between two, so a
+        scrape of 1000 targets delays a read's stamp by one piece's work (well under 1 ms)
+        rather than by the whole scrape, or by a thread's hold of the GIL (docs/PERFORMANCE.md
+        "Daemon scale").
         """
         kind = (openmetrics, gzip)
         with self._lock:
             self._kinds_scraped.add(kind)
-        blocks = self._refresh(kind)
+        blocks: list[_Rendered] = []
+        for _ in self._render_changed(kind, blocks):
+            yield b""
         with self._lock:
             sink_error_counts = dict(self._sink_errors)
         tail = [*self._global_metrics(sink_error_counts), self._orphans_metric()]
@@ -472,32 +484,55 @@ class PrometheusSink:
         rest = encode(_Collected(tail))
         if openmetrics:
             rest = rest.removesuffix(b"# EOF\n") + b"# EOF\n"
-        parts: list[_Part] = []
+        crc = size = 0
+        if gzip:
+            yield _GZIP_HEADER
         for fam, _doc, _kind in _TARGET_FAMILIES:
             # A family without samples still gets its header, as prometheus_client writes it.
-            parts.append(_header(fam, kind))
+            parts = [_header(fam, kind)]
             parts.extend(b.parts[fam] for b in blocks if fam in b.parts)
+            for i in range(0, len(parts), SLICE_PARTS):
+                piece = parts[i : i + SLICE_PARTS]
+                if gzip:
+                    crc, size = _gzip_advance(crc, size, piece)
+                yield b"".join([p.data for p in piece])
         if not gzip:
-            return b"".join([*(p.data for p in parts), rest])
-        parts.append(_part(rest, gzip=True))
-        return _gzip_member(parts)
+            yield rest
+            return
+        last = _part(rest, gzip=True)
+        crc, size = _gzip_advance(crc, size, [last])
+        yield last.data + _DEFLATE_END + struct.pack("<II", crc, size & 0xFFFFFFFF)
 
     def refresh(self) -> None:
-        """Render now every changed target, in each format scraped so far.
+        """Render now every changed target, in each format scraped so far."""
+        for _ in self.refresh_steps():
+            pass
 
-        The daemon calls it off the loop every second (docs/PERFORMANCE.md "Daemon scale"), so
-        that a scrape finds every block ready and only joins them; a scrape that comes first
-        renders what is still missing itself.
+    def refresh_steps(self) -> Iterator[None]:
+        """`refresh()` one target at a time: yields after each target it rendered.
+
+        The daemon drives it on the event loop every second, running the loop between two
+        targets (docs/PERFORMANCE.md "Daemon scale"): one render (~1 ms) delays a read's stamp
+        at most that long, where a rendering thread would take the GIL from the loop for a
+        whole switch interval, and the CPU for longer, at every read it wakes for. A scrape
+        that comes before a refresh renders what is still missing itself.
         """
         with self._lock:
             kinds = list(self._kinds_scraped)
         for kind in kinds:
-            self._refresh(kind)
+            yield from self._render_changed(kind, [])
 
     def _refresh(self, kind: tuple[bool, bool]) -> list[_Rendered]:
+        blocks: list[_Rendered] = []
+        for _ in self._render_changed(kind, blocks):
+            pass
+        return blocks
+
+    def _render_changed(self, kind: tuple[bool, bool], blocks: list[_Rendered]) -> Iterator[None]:
+        """Append every target's block in `kind` to `blocks`, rendering those that changed;
+        yields after each render."""
         with self._lock:
             names = list(self._targets)
-        blocks: list[_Rendered] = []
         for name in names:
             with self._lock:
                 st = self._targets.get(name)
@@ -510,6 +545,7 @@ class PrometheusSink:
                 else:
                     lines = None
             if lines is not None:
+                yield  # rendering and compressing a target take ~0.4 ms each: a pause between
                 # Compressed outside the lock; a result recorded meanwhile bumped the version,
                 # so these bytes serve this scrape and the next one renders again.
                 cached = _Rendered(
@@ -520,7 +556,8 @@ class PrometheusSink:
                         st.rendered[kind] = cached
             assert cached is not None
             blocks.append(cached)
-        return blocks
+            if lines is not None or len(blocks) % SLICE_PARTS == 0:
+                yield
 
     def _orphans_metric(self) -> Metric:
         with self._lock:
@@ -722,7 +759,7 @@ class _Part:
     """A piece of the exposition: its bytes, or (gzip) its deflate segment.
 
     For gzip, `size` is the plain length and `crc_delta` = crc32(plain) ^ crc32(size zero
-    bytes): the crc32 of a concatenation then follows from these alone (`_gzip_member`), so
+    bytes): the crc32 of a concatenation then follows from these alone (`_gzip_advance`), so
     the plain bytes need not be kept.
     """
 
@@ -770,23 +807,23 @@ def _part(data: bytes, *, gzip: bool) -> _Part:
     return _Part(segment, len(data), delta)
 
 
+#: The most cached parts (one target's family each) a piece of a scrape joins: ~0.3 ms.
+SLICE_PARTS = 200
+
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0
 _DEFLATE_END = zlib.compressobj(1, zlib.DEFLATED, -15).flush(zlib.Z_FINISH)  # empty final block
 
 
-def _gzip_member(parts: list[_Part]) -> bytes:
-    """One gzip member (RFC 1952) of the deflate segments `parts`, in order.
+def _gzip_advance(crc: int, size: int, parts: list[_Part]) -> tuple[int, int]:
+    """The CRC-32 and length of a gzip member's data so far, after the deflate segments `parts`.
 
     crc32(a + b) == crc32(zeros(len(b)), crc32(a)) ^ crc32(zeros(len(b))) ^ crc32(b): the
     running crc advances over zero bytes (zlib, C speed) and takes each part's delta.
     """
-    crc = 0
-    size = 0
     for part in parts:
         crc = zlib.crc32(_zeros_of(part.size), crc) ^ part.crc_delta
         size += part.size
-    trailer = struct.pack("<II", crc, size & 0xFFFFFFFF)
-    return b"".join((_GZIP_HEADER, *(p.data for p in parts), _DEFLATE_END, trailer))
+    return crc, size
 
 
 _HEADERS: dict[tuple[str, tuple[bool, bool]], _Part] = {}
