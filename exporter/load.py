@@ -730,7 +730,9 @@ def run_workers(
             conn.close()
         if options.trace_out is not None:
             for i in range(options.workers):
-                Path(part_path(options.trace_out, i)).unlink(missing_ok=True)
+                # Cleanup must not hide the run's own error (e.g. a part path that is a dir).
+                with contextlib.suppress(OSError):
+                    Path(part_path(options.trace_out, i)).unlink()
         if trace is not None:
             trace.close()
             if not finished:
