@@ -168,14 +168,23 @@ class LoadRun:
     workers: int = 1
     worker_cpu_s: tuple[float, ...] = ()  # merged runs: each worker's `cpu_s`
     parent_cpu_s: float = 0.0  # merged runs: the parent's CPU (spawning, merging, the trace)
-    maxrss_kb_by_process: tuple[
-        int, ...
-    ] = ()  # merged runs: each worker's VmHWM, then the parent's
+    maxrss_kb_by_process: tuple[int, ...] = ()  # merged runs: workers' VmHWM, then the parent's
+    # merged runs: per worker, seconds it was runnable but waited for a CPU during its run
+    # (workers sharing a CPU wait for each other: their reads are stamped that much later)
+    worker_runqueue_wait_s: tuple[float | None, ...] = ()
 
 
 def _cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def _runqueue_wait_s() -> float | None:
+    """Seconds this process has spent runnable but not running (Linux schedstat), or None."""
+    try:
+        return int(Path("/proc/self/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _vm_hwm_kb() -> int:
@@ -359,7 +368,9 @@ def summary(run: LoadRun, options: LoadOptions) -> dict[str, Any]:
     wall time (first worker's start to last worker's end), `cpu_s` the sum over the workers and
     the parent (`worker_cpu_s` [s per worker], `parent_cpu_s`), `max_open` the sum of each
     worker's most open streams, and memory comes as `maxrss_kb_max` (the largest process's
-    VmHWM) and `maxrss_kb_sum` (all processes' VmHWM added up) instead of `maxrss_kb`.
+    VmHWM) and `maxrss_kb_sum` (all processes' VmHWM added up) instead of `maxrss_kb`;
+    `worker_runqueue_wait_s` [s per worker, null where unknown] is how long each worker was
+    runnable but waiting for a CPU during its run (Linux schedstat).
     """
     agg = run.aggregate
     failures = Counter(r.failure for r in run.records if r.failure is not None)
@@ -399,6 +410,9 @@ def summary(run: LoadRun, options: LoadOptions) -> dict[str, Any]:
         out["parent_cpu_s"] = round(run.parent_cpu_s, 4)
         out["maxrss_kb_max"] = max(run.maxrss_kb_by_process)
         out["maxrss_kb_sum"] = sum(run.maxrss_kb_by_process)
+        out["worker_runqueue_wait_s"] = [
+            None if w is None else round(w, 4) for w in run.worker_runqueue_wait_s
+        ]
     return out
 
 
@@ -561,6 +575,7 @@ def merge_runs(runs: Sequence[LoadRun]) -> LoadRun:
 class _WorkerDone:
     run: LoadRun
     maxrss_kb: int
+    runqueue_wait_s: float | None
 
 
 def _worker_main(
@@ -574,11 +589,15 @@ def _worker_main(
     # Ctrl-C reaches the whole foreground process group; the parent alone stops the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
+    waited0_s: float | None = None
+
     def ready() -> None:
+        nonlocal waited0_s
         conn.send(("ready", None))
         if not conn.poll(WORKER_START_TIMEOUT_S):
             raise TimeoutError(f"no go from the parent within {WORKER_START_TIMEOUT_S:g} s")
         conn.recv()
+        waited0_s = _runqueue_wait_s()
 
     def on_done(result: ProbeResult) -> None:
         # Progress for the parent's display: this worker's slots only, so no lock.
@@ -587,7 +606,9 @@ def _worker_main(
 
     try:
         run = run_async(drive(target, options, on_done=on_done, ready=ready))
-        conn.send(("done", _WorkerDone(run, _vm_hwm_kb())))
+        waited1_s = _runqueue_wait_s()
+        waited_s = None if waited0_s is None or waited1_s is None else waited1_s - waited0_s
+        conn.send(("done", _WorkerDone(run, _vm_hwm_kb(), waited_s)))
     except BaseException as exc:  # the parent names this worker and stops the others
         with contextlib.suppress(OSError):
             conn.send(("error", (f"{type(exc).__name__}: {exc}", traceback.format_exc())))
@@ -741,6 +762,7 @@ def run_workers(
     run.parent_cpu_s = _cpu_s() - cpu0
     run.cpu_s += run.parent_cpu_s
     run.maxrss_kb_by_process = (*(r.maxrss_kb for r in results), _vm_hwm_kb())
+    run.worker_runqueue_wait_s = tuple(r.runqueue_wait_s for r in results)
     return run
 
 
