@@ -473,7 +473,14 @@ def report(run: LoadRun, options: LoadOptions) -> Any:
 def error_lines(run: LoadRun, options: LoadOptions) -> list[str]:
     """What went wrong, for stderr: the stop, then the first distinct messages."""
     lines = []
-    if run.gave_up:
+    if run.gave_up and run.workers > 1:
+        # Each worker gives up on its own streams: the first `give_up_after` of its share.
+        first = worker_options(options)[0].give_up_after
+        lines.append(
+            f"load: stopped: none of a worker's first {first} streams succeeded"
+            " (not hammering a target that only fails)"
+        )
+    elif run.gave_up:
         lines.append(
             f"load: stopped: none of the first {options.give_up_after} streams succeeded"
             " (not hammering a target that only fails)"

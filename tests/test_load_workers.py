@@ -292,3 +292,26 @@ def test_more_workers_than_concurrency_is_a_usage_error() -> None:
     assert proc.returncode == 2
     assert "--workers" in proc.stderr and "--concurrency 2" in proc.stderr, proc.stderr
     assert "at least one stream slot" in proc.stderr
+
+
+async def test_workers_on_an_unreachable_port_stop_bounded() -> None:
+    """`--workers 2` on a port nothing listens on, 30 s at concurrency 2: exit 1 within
+    seconds, each worker stopped after its first failures, the connect error on stderr."""
+    from tests.support.daemon import free_port
+
+    t0 = time.monotonic()
+    code, out, err = await load_cli(
+        "--url", f"http://127.0.0.1:{free_port()}", "--assistant", "agent",
+        "--concurrency", "2", "--duration", "30s", "--workers", "2", "--json-summary",
+    )  # fmt: skip
+    elapsed_s = time.monotonic() - t0
+    assert code == 1
+    s = orjson.loads(out.splitlines()[-1])
+    assert s["gave_up"] is True and s["ok"] == 0
+    # Per worker: give_up_after = max(5, its share 1) failures, plus its one open slot.
+    assert 10 <= s["streams"] <= 12, s["streams"]
+    assert s["failures_by_kind"] == {"connect": s["streams"]}
+    text = err.decode()
+    assert "stopped: none of a worker's first 5 streams succeeded" in text, text
+    assert "connect to 127.0.0.1" in text
+    assert elapsed_s < 20, f"took {elapsed_s:.1f} s"
