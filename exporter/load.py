@@ -724,6 +724,10 @@ def run_workers(
     stopped, the part files and the trace file removed. Ctrl-C (KeyboardInterrupt) stops them
     all the same way and propagates.
     """
+    # NOTE: multiprocessing.Process and a Pipe each rather than a ProcessPoolExecutor: the pool
+    # reports a dead worker as BrokenProcessPool on every future, without saying which one,
+    # and its tasks cannot say "ready" and wait for a common go. Spawned, not forked: a fresh
+    # interpreter inherits no event loop, lock or socket from the parent.
     ctx = multiprocessing.get_context("spawn")
     cpu0 = _cpu_s()
     counters = ctx.RawArray("q", 2 * options.workers)
