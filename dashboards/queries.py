@@ -1,8 +1,9 @@
 """Extract every PromQL expression from a Grafana dashboard JSON and make it runnable.
 
 Grafana fills in template variables before a query reaches Prometheus; `render()` does the same
-with fixed values (every `$target`/`$node` is "All", i.e. `.*`), so each expression can be sent to a
-real Prometheus `/api/v1/query` and checked for errors and for data.
+with fixed values (every multi-value variable, `$location`, `$instance`, `$target`, `$node`, is
+"All", i.e. `.*`, which also matches a series without that label), so each expression can be sent
+to a real Prometheus `/api/v1/query` and checked for errors and for data.
 
     python dashboards/queries.py                         # list the rendered expressions
     python dashboards/queries.py --prometheus URL        # run them; exit 1 on any error

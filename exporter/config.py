@@ -835,7 +835,8 @@ class Settings(BaseSettings):
         "",
         pattern=r"^[A-Za-z0-9_.:-]{0,63}$",
         description="where this replica probes from (e.g. eu-west, sidecar): a `location`"
-        " label on every series and a span attribute; empty adds no label",
+        " label on every series, and `langgraph.probe.location` on every span and in the OTLP"
+        " resource (docs/SCALING.md); empty adds neither",
     )
 
     @field_validator("transport")

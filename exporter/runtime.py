@@ -12,15 +12,28 @@ import contextlib
 import gc
 import sys
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["collector_paused", "freeze_startup_objects", "run_async", "share_gil_finely"]
+__all__ = [
+    "SurvivorFreezer",
+    "collector_paused",
+    "freeze_startup_objects",
+    "freeze_survivors",
+    "run_async",
+    "share_gil_finely",
+]
 
 T = TypeVar("T")
 
 #: The GIL switch interval while the daemon serves: 1 ms instead of CPython's 5 ms.
 SWITCH_INTERVAL_S = 0.001
+
+#: How often the daemon moves what is alive into the collector's permanent generation.
+FREEZE_EVERY_S = 1.0
+#: How often it unfreezes everything and runs one full collection instead (a safety net).
+FULL_COLLECTION_EVERY_S = 600.0
 
 _pause_lock = threading.Lock()
 _pauses = 0
@@ -79,3 +92,45 @@ def collector_paused() -> Iterator[None]:
             _pauses -= 1
             if _pauses == 0:
                 gc.enable()
+
+
+class SurvivorFreezer:
+    """The daemon's collector policy: keep full collections small by freezing survivors.
+
+    A full (generation 2) pass of CPython's cycle collector scans every tracked object: at
+    1000 targets (per-target histograms, kept results) it held the GIL for 100-260 ms, several
+    times a minute, and every read arriving meanwhile was stamped that late
+    (docs/PERFORMANCE.md, "Daemon scale"). `tick()` freezes what is alive now (O(1): the
+    generations' lists are spliced into the permanent one), so automatic passes only scan what
+    was allocated since. Frozen objects are still freed by reference counting; only cycles
+    among them wait, which is why a probe makes none (tests/test_probe_garbage.py) and why,
+    every `full_every_s`, `tick()` unfreezes and runs one full collection: one pause of that
+    size every ten minutes instead of several a minute.
+    """
+
+    def __init__(
+        self, full_every_s: float = FULL_COLLECTION_EVERY_S, now_s: float | None = None
+    ) -> None:
+        self.full_every_s = full_every_s
+        self._last_full_s = time.monotonic() if now_s is None else now_s
+        self.full_collections = 0
+
+    def tick(self, now_s: float | None = None) -> None:
+        """Freeze what is alive; first unfreeze and collect everything if one is due."""
+        now_s = time.monotonic() if now_s is None else now_s
+        if now_s - self._last_full_s >= self.full_every_s:
+            self._last_full_s = now_s
+            self.full_collections += 1
+            gc.unfreeze()
+            gc.collect()
+        gc.freeze()
+
+
+async def freeze_survivors(
+    every_s: float = FREEZE_EVERY_S, freezer: SurvivorFreezer | None = None
+) -> None:
+    """Run `SurvivorFreezer.tick` every `every_s` seconds until cancelled."""
+    freezer = freezer or SurvivorFreezer()
+    while True:
+        await asyncio.sleep(every_s)
+        freezer.tick()

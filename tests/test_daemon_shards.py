@@ -3,13 +3,17 @@ from (LGSE_LOCATION), and `/metrics` compressed for scrapers that accept gzip.
 
 One scenario (about 10 s): three real daemons with the same config of 24 targets, each target
 under its own path prefix of one scripted server, so the server counts the requests of every
-target.
+target. A second one (about 6 s): two shards whose targets file grows from 4 to 16 targets,
+reloaded by `POST /-/reload` and by SIGHUP, each probing its own scripted server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import signal
+import subprocess
+import sys
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -20,8 +24,8 @@ import httpx
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from exporter.core.shard import shard_of
-from tests.support.daemon import DaemonProcess
+from exporter.core.shard import shard_members, shard_of
+from tests.support.daemon import DaemonProcess, samples
 from tests.support.scripted_server import ScriptedServer, langgraph_stream
 
 pytestmark = pytest.mark.slow
@@ -146,3 +150,157 @@ def test_metrics_are_gzipped_when_the_scraper_accepts_it(observed: Observed) -> 
     assert re.search(r"^langgraph_probe_runs_total\{", text, re.M)
     assert "content-encoding" not in observed.plain_response.headers
     assert re.search(r"^langgraph_probe_runs_total\{", observed.plain_response.text, re.M)
+
+
+# ------------------------------------------------------------------ a reload, per shard
+
+BEFORE = [f"svc-{i:02d}" for i in range(4)]
+AFTER = BEFORE + [f"svc-{i:02d}" for i in range(4, 16)]  # the reload adds twelve targets
+RELOAD_SHARDS = 2
+
+
+@dataclass
+class Reloaded:
+    check_config: dict[int, list[str]]  # shard -> targets, from `check-config --shards 2`
+    before: list[Counter[str]]  # per shard: requests per target up to the reload
+    after: list[Counter[str]]  # per shard: requests per target after it
+    runs: list[set[str]]  # per shard: targets with runs_total > 0 in /metrics at the end
+    shard_targets: list[float]
+    configured: list[float]
+    reload_answer: str  # shard 0's `POST /-/reload` answer: "<status> <body>"
+    config_path: Path  # shard 0's targets file
+
+
+def _check_config_shards(path: Path) -> dict[int, list[str]]:
+    """`check-config --shards 2 PATH`, parsed: `  shard K/N: COUNT: a, b, ...` lines."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "exporter", "check-config", "--shards", str(RELOAD_SHARDS), path],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    shards = {}
+    for m in re.finditer(r"^  shard (\d+)/\d+: \d+: ?(.*)$", proc.stdout, re.M):
+        shards[int(m[1])] = [n for n in m[2].split(", ") if n]
+    return shards
+
+
+def _stream_counts(server: ScriptedServer, since: int = 0) -> Counter[str]:
+    return Counter(
+        r.path.split("/")[1] for r in server.requests[since:] if r.path.endswith("/runs/stream")
+    )
+
+
+async def _wait_until(check: Any, timeout_s: float, what: str) -> None:
+    """Await `check()` true, polling the servers' request lists (they record, not notify)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def _reload_scenario(workdir: Path) -> Reloaded:
+    """One server per shard (its request log is what that shard probed), two daemons with
+    LGSE_SHARDS=2 on the same file of 4 targets; the file grows to 16 and shard 0 reloads by
+    `POST /-/reload`, shard 1 by SIGHUP."""
+    async with ScriptedServer() as s0, ScriptedServer() as s1:
+        servers = [s0, s1]
+        stream = langgraph_stream(["agent"], tokens=2, first_token_s=0, gap_s=0.005)
+        daemons = []
+        for k, server in enumerate(servers):
+            server.route("POST", "/{prefix}/runs/stream", stream, run_location="/runs")
+            (workdir / str(k)).mkdir()
+            cfg = _config(server.url) | {
+                "targets": [{"name": n, "url": f"{server.url}/{n}"} for n in BEFORE]
+            }
+            env = {"LGSE_SHARDS": str(RELOAD_SHARDS), "LGSE_SHARD": str(k)}
+            daemons.append(DaemonProcess(cfg, workdir / str(k), env=env, lifecycle=k == 0))
+        try:
+            await asyncio.gather(*(asyncio.to_thread(d.start) for d in daemons))
+            mine_before = [shard_members(BEFORE, k, RELOAD_SHARDS) for k in range(RELOAD_SHARDS)]
+            await _wait_until(
+                lambda: all(
+                    set(_stream_counts(s)) >= set(mine_before[k]) for k, s in enumerate(servers)
+                ),
+                20,
+                "every shard to probe its share of the first file",
+            )
+            marks = [len(s.requests) for s in servers]
+            before = [_stream_counts(s) for s in servers]
+            for server, daemon in zip(servers, daemons, strict=True):
+                daemon.write_config(
+                    _config(server.url)
+                    | {"targets": [{"name": n, "url": f"{server.url}/{n}"} for n in AFTER]}
+                )
+            check = _check_config_shards(daemons[0].config_path)
+            answer = await asyncio.to_thread(daemons[0].post, "/-/reload")
+            daemons[1].signal(signal.SIGHUP)
+            mine_after = [shard_members(AFTER, k, RELOAD_SHARDS) for k in range(RELOAD_SHARDS)]
+            # Twice each, so a target started late by the reload has its second run too.
+            await _wait_until(
+                lambda: all(
+                    all(_stream_counts(s, marks[k])[n] >= 2 for n in mine_after[k])
+                    for k, s in enumerate(servers)
+                ),
+                30,
+                "every shard to probe each target of its new share twice",
+            )
+            after = [_stream_counts(s, m) for s, m in zip(servers, marks, strict=True)]
+            texts = [
+                (await asyncio.to_thread(d.get, "/metrics", headers={"Accept-Encoding": ""})).text
+                for d in daemons
+            ]
+        finally:
+            await asyncio.gather(*(asyncio.to_thread(d.stop) for d in daemons))
+    out = Reloaded(
+        check, before, after, [], [], [], f"{answer.status_code} {answer.text}",
+        daemons[0].config_path,
+    )  # fmt: skip
+    for text in texts:
+        runs = samples(text, "langgraph_probe_runs_total")
+        out.runs.append({dict(k)["target"] for k, v in runs.items() if v > 0})
+        out.shard_targets.append(
+            next(iter(samples(text, "langgraph_probe_shard_targets").values()))
+        )
+        out.configured.append(
+            next(iter(samples(text, "langgraph_probe_shard_configured_targets").values()))
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def reloaded(tmp_path_factory: pytest.TempPathFactory) -> Reloaded:
+    return asyncio.run(_reload_scenario(tmp_path_factory.mktemp("shard-reload")))
+
+
+def test_reload_answer_names_the_share_of_the_shard(reloaded: Reloaded) -> None:
+    """`POST /-/reload` on shard 0 answers with its share of the file, by count and by name,
+    so an operator can compare it with `check-config --shards 2`."""
+    share = reloaded.check_config[0]
+    assert reloaded.reload_answer == (
+        f"200 reloaded {reloaded.config_path}: {len(share)} of {len(AFTER)} target(s),"
+        f" shard 0/{RELOAD_SHARDS}: {', '.join(share)}\n"
+    )
+
+
+def test_after_a_reload_each_shard_probes_exactly_its_share(reloaded: Reloaded) -> None:
+    """After the file grew from 4 to 16 targets and each replica reloaded (shard 0 by
+    `POST /-/reload`, shard 1 by SIGHUP), each probed exactly the targets that
+    `check-config --shards 2` (rendezvous hashing) gives its shard: every one of them, and not
+    one of the other shard's, before or after the reload."""
+    assert sorted(reloaded.check_config) == [0, 1]
+    assert sorted(n for names in reloaded.check_config.values() for n in names) == AFTER
+    for k in range(RELOAD_SHARDS):
+        share = reloaded.check_config[k]
+        assert share == shard_members(AFTER, k, RELOAD_SHARDS)
+        assert set(share) - set(BEFORE), f"shard {k} gained no target: a weak test"
+        assert set(reloaded.after[k]) == set(share), f"shard {k} after the reload"
+        assert set(reloaded.before[k]) <= set(share) & set(BEFORE), f"shard {k} before"
+
+
+def test_after_a_reload_each_shard_reports_its_share(reloaded: Reloaded) -> None:
+    """/metrics of each replica after the reload: runs only for its share, its target count,
+    and the file's 16 targets as the configured count."""
+    for k in range(RELOAD_SHARDS):
+        assert reloaded.runs[k] == set(reloaded.check_config[k]), f"shard {k}"
+    assert reloaded.shard_targets == [len(reloaded.check_config[k]) for k in range(RELOAD_SHARDS)]
+    assert reloaded.configured == [len(AFTER)] * RELOAD_SHARDS

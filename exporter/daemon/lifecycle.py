@@ -62,6 +62,7 @@ from exporter.probe.threads import sweep_orphaned_threads
 from exporter.runtime import (
     collector_paused,
     freeze_startup_objects,
+    freeze_survivors,
     run_async,
     share_gil_finely,
 )
@@ -279,7 +280,7 @@ class Daemon:
         if settings.otlp_metrics:
             from exporter.sinks.otlp_metrics import OTLPMetricsSink
 
-            sinks.append(OTLPMetricsSink(semconv=settings.semconv))
+            sinks.append(OTLPMetricsSink(semconv=settings.semconv, location=settings.location))
         self.sinks = SinkSet(sinks, on_error=self._sink_error)
         self.prometheus.declare_sinks(self.sinks.names)
         self.scheduler: Scheduler | None = None
@@ -323,7 +324,9 @@ class Daemon:
         self.prometheus.retain(t.name for t in config.targets)
 
     async def reload(self) -> tuple[bool, str]:
-        """Load the file again; keep the old config if the new one is invalid."""
+        """Load the file again; keep the old config if the new one is invalid. Returns (ok,
+        message); a sharded replica's message names its share: `reloaded PATH: 6 of 16
+        target(s), shard 0/2: a, b, ...`."""
         async with self._reload_lock:
             try:
                 config = load_config(self.config_path)
@@ -334,6 +337,7 @@ class Daemon:
                     f"{exc.path}: {p}" for p in exc.problems
                 )
             assert self.scheduler is not None
+            in_file = len(config.targets)
             config = self._my_shard(config)
             self.config = config
             self.masker.update(config.targets)
@@ -341,8 +345,24 @@ class Daemon:
             warn_on_missing_secrets(config.targets)
             self.scheduler.apply(config)
             self.prometheus.set_reload(True)
-            log.info("config_reloaded", path=self.config_path, targets=len(config.targets))
-            return True, f"reloaded {self.config_path}: {len(config.targets)} target(s)"
+            shards = self.settings.shards
+            if shards == 1:
+                log.info("config_reloaded", path=self.config_path, targets=len(config.targets))
+                return True, f"reloaded {self.config_path}: {len(config.targets)} target(s)"
+            # A sharded replica says which share it kept, so a reload per replica can be
+            # checked against `check-config --shards N` (docs/SCALING.md).
+            log.info(
+                "config_reloaded",
+                path=self.config_path,
+                targets=len(config.targets),
+                configured_targets=in_file,
+                shard=self.shard,
+                shards=shards,
+            )
+            return True, (
+                f"reloaded {self.config_path}: {len(config.targets)} of {in_file} target(s),"
+                f" shard {self.shard}/{shards}: {', '.join(t.name for t in config.targets)}"
+            )
 
     async def _run_probe(self, name: str, debug: bool) -> dict[str, Any] | None:
         target = self.config.target(name)
@@ -534,6 +554,7 @@ class Daemon:
         if auth is not None and scheme == "http":
             log.warning("basic_auth_without_tls", detail="passwords cross the network in clear")
         renderer = asyncio.create_task(self._refresh_exposition(), name="exposition")
+        freezer = asyncio.create_task(freeze_survivors(), name="gc-freeze")
         sweeper = (
             asyncio.create_task(self._sweep_forever(), name="orphan-sweep")
             if self.settings.orphan_sweep
@@ -544,6 +565,7 @@ class Daemon:
         # 1. Stop accepting work: no new probes, readiness off.
         self._ready = False
         renderer.cancel()
+        freezer.cancel()
         if sweeper is not None:
             sweeper.cancel()
         scheduler.stop_scheduling()

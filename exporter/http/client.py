@@ -33,8 +33,10 @@ __all__ = [
     "Transport",
     "classify_transport_error",
     "client_for",
+    "close_response",
     "consume_body",
     "content_encoding",
+    "fetch",
     "make_client",
     "response_excerpt",
     "ssl_context",
@@ -231,10 +233,13 @@ async def response_excerpt(response: httpx.Response, limit_bytes: int = 64 * 102
     if encoding is not None:
         return f"(body not shown: content-encoding {encoding})"
     body = bytearray()
-    async for chunk in response.aiter_raw():
-        body += chunk
-        if len(body) >= limit_bytes:
-            break
+    if response.is_stream_consumed:  # read already (`fetch`): the body is in `content`
+        body += response.content[:limit_bytes]
+    else:
+        async for chunk in response.aiter_raw():
+            body += chunk
+            if len(body) >= limit_bytes:
+                break
     text = body.decode("utf-8", "replace")
     try:
         detail = orjson.loads(body).get("detail")
@@ -272,6 +277,45 @@ async def consume_body(response: httpx.Response, on_read: Callable[[int, bytes],
         return
     async for chunk in response.aiter_raw():
         on_read(time.monotonic_ns(), chunk)
+
+
+#: What a closed response's `stream` is replaced with (see `close_response`).
+_CLOSED_STREAM = httpx.ByteStream(b"")
+
+
+async def close_response(response: httpx.Response) -> None:
+    """Close `response` (and its connection) and leave nothing behind for the cycle collector.
+
+    httpx binds a streamed response and its stream to each other (`BoundAsyncStream` holds the
+    response): a cycle that reference counting cannot free, repeated for every probe, which the
+    collector's full passes would then find among everything the daemon holds
+    (docs/PERFORMANCE.md, "Daemon scale"). A closed response's stream is never read again.
+    """
+    await response.aclose()
+    response.stream = _CLOSED_STREAM
+
+
+async def fetch(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    content: bytes | None = None,
+    params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """One request whose whole body is read: `client.request`, without the reference cycle.
+
+    Returns the closed response (`.content` holds the body); raises what `client.send` and
+    reading the body raise. See `close_response` for the cycle.
+    """
+    request = client.build_request(method, url, content=content, params=params, headers=headers)
+    response = await client.send(request, stream=True)
+    try:
+        await response.aread()
+    finally:
+        await close_response(response)
+    return response
 
 
 def headers_arrival_ns(response: httpx.Response) -> int:

@@ -351,13 +351,20 @@ class ArrivalStream(httpx.AsyncByteStream):
             raise httpx.ReadError("connection closed mid-body")
 
     async def aclose(self) -> None:
-        transport = self._proto.transport
+        proto = self._proto
+        transport = proto.transport
         if transport is not None and not transport.is_closing():
             # Not read to the end: drop the connection rather than drain it.
-            if self._proto.complete:
+            if proto.complete:
                 transport.close()
             else:
                 transport.abort()
+        # NOTE: a stored error was raised through frames that hold this protocol: the error,
+        # its traceback and the protocol form a cycle that only the collector would free, and
+        # the daemon keeps the collector's full passes rare (exporter/runtime.py). Once closed,
+        # nothing reads the error again.
+        proto.error = proto.consumer_error = None
+        proto.on_read = None
 
 
 #: What an HTTP field name may be made of (the standard's `token` characters).

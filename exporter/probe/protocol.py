@@ -16,7 +16,7 @@ import httpx
 
 from exporter.config import V2_RUN_MARKER, Target
 from exporter.core.result import ProbeResult
-from exporter.http.client import Transport, client_for, transport_errors
+from exporter.http.client import Transport, client_for, fetch, transport_errors
 from exporter.probe import run, v2
 from exporter.probe.request import TraceParent, request_headers
 
@@ -56,8 +56,12 @@ async def detect_protocol(
         return known
     try:
         async with asyncio.timeout(target.timeout.headers):
-            r = await client.post(
-                f"{target.url}/threads/{uuid.uuid4()}/commands", content=b"{}", headers=headers
+            r = await fetch(
+                client,
+                "POST",
+                f"{target.url}/threads/{uuid.uuid4()}/commands",
+                content=b"{}",
+                headers=headers,
             )
     except errors:
         return "legacy"

@@ -34,6 +34,7 @@ from exporter.http.client import (
     Transport,
     classify_transport_error,
     client_for,
+    close_response,
     consume_body,
     content_encoding,
     headers_arrival_ns,
@@ -470,7 +471,7 @@ class _Probe:
                 with contextlib.suppress(BaseException):
                     await task
         if response is not None:
-            await response.aclose()
+            await close_response(response)
 
     def say_failure(self) -> None:
         if self.failure is not None:

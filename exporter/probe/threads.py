@@ -17,7 +17,12 @@ import orjson
 
 from exporter.config import Target
 from exporter.core.errors import FailureKind, HTTPStatusFailure, ProbeFailure
-from exporter.http.client import classify_transport_error, response_excerpt, transport_errors
+from exporter.http.client import (
+    classify_transport_error,
+    fetch,
+    response_excerpt,
+    transport_errors,
+)
 from exporter.probe.request import PROBE_MARKER, probe_metadata
 
 __all__ = [
@@ -46,8 +51,8 @@ async def create_thread(client: httpx.AsyncClient, target: Target, headers: dict
     body = {"metadata": probe_metadata(target)}
     try:
         async with asyncio.timeout(target.timeout.headers):
-            response = await client.post(
-                f"{target.url}/threads", content=orjson.dumps(body), headers=headers
+            response = await fetch(
+                client, "POST", f"{target.url}/threads", content=orjson.dumps(body), headers=headers
             )
     except TimeoutError:
         raise ProbeFailure(
@@ -89,7 +94,9 @@ async def cancel_run(
     Also the way to stop a stateless run on the JS server, which ignores `on_disconnect`: its
     temporary thread's id is in every token's metadata (docs/WIRE.md §8).
     """
-    r = await client.post(
+    r = await fetch(
+        client,
+        "POST",
         f"{target.url}/threads/{quote(thread_id, safe='')}/runs/{quote(run_id, safe='')}/cancel",
         params={"action": "interrupt", "wait": "true"},
         headers=headers,
@@ -134,7 +141,9 @@ async def run_ending(
     try:
         async with asyncio.timeout(settle_s + CLEANUP_TIMEOUT_S):
             while True:
-                r = await client.get(f"{target.url}/threads/{tid}/runs/{rid}", headers=headers)
+                r = await fetch(
+                    client, "GET", f"{target.url}/threads/{tid}/runs/{rid}", headers=headers
+                )
                 status = _status_of(r)
                 if status is None:
                     return None
@@ -143,7 +152,7 @@ async def run_ending(
                 await asyncio.sleep(_STATUS_POLL_S)  # bounded by settle_s
             ending = RUN_ENDINGS.get(status, status)
             if ending == "success":
-                r = await client.get(f"{target.url}/threads/{tid}", headers=headers)
+                r = await fetch(client, "GET", f"{target.url}/threads/{tid}", headers=headers)
                 if _status_of(r) == "interrupted":
                     return "interrupted"
             return ending
@@ -165,7 +174,9 @@ async def delete_thread(
     client: httpx.AsyncClient, target: Target, headers: dict[str, str], thread_id: str
 ) -> int:
     """`DELETE /threads/<tid>`; the HTTP status."""
-    r = await client.delete(f"{target.url}/threads/{quote(thread_id, safe='')}", headers=headers)
+    r = await fetch(
+        client, "DELETE", f"{target.url}/threads/{quote(thread_id, safe='')}", headers=headers
+    )
     return r.status_code
 
 
@@ -255,8 +266,12 @@ async def sweep_orphaned_threads(
         async with asyncio.timeout(SWEEP_TIMEOUT_S):
             for _ in range(SWEEP_MAX_PAGES):
                 body["offset"] = skipped
-                r = await client.post(
-                    f"{target.url}/threads/search", content=orjson.dumps(body), headers=headers
+                r = await fetch(
+                    client,
+                    "POST",
+                    f"{target.url}/threads/search",
+                    content=orjson.dumps(body),
+                    headers=headers,
                 )
                 if r.status_code >= 300:
                     detail = await response_excerpt(r)

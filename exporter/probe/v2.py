@@ -23,7 +23,7 @@ from exporter.core.errors import FailureKind, HTTPStatusFailure, ProbeFailure
 from exporter.core.result import ProbeResult
 from exporter.core.v2events import decode_v2_event
 from exporter.core.v2timing import V2Timeline
-from exporter.http.client import consume_body
+from exporter.http.client import consume_body, fetch
 from exporter.probe import threads
 from exporter.probe.request import TraceParent, run_start_command
 from exporter.probe.run import _expectations, _ms, _Probe, _Watchdog, explain_ending
@@ -169,7 +169,9 @@ class _V2Probe(_Probe):
     async def _start_run(self) -> None:
         """`run.start`; raises `_CommandRefused`, or `ProbeFailure` for HTTP-level errors."""
         path = f"/threads/{self.thread_id}/commands"
-        r = await self.client.post(
+        r = await fetch(
+            self.client,
+            "POST",
             self.target.url + path,
             content=orjson.dumps(run_start_command(self.target)),
             headers=self.headers,

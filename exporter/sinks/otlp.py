@@ -33,7 +33,7 @@ from exporter.core.result import ProbeResult
 from exporter.core.stats import quantile
 from exporter.sinks import Trigger
 
-__all__ = ["OTLPSink"]
+__all__ = ["OTLPSink", "exporter_resource"]
 
 # Stable semconv names, spelled out rather than imported from `_incubating` (may change).
 ERROR_TYPE: Final = "error.type"
@@ -58,7 +58,9 @@ LANGGRAPH_RUN_ID: Final = "langgraph.run_id"
 LANGGRAPH_NODE: Final = "langgraph.node"
 LANGGRAPH_TASK_ID: Final = "langgraph.task_id"
 PROBE_TARGET: Final = "langgraph.probe.target"
-PROBE_LOCATION: Final = "langgraph.probe.location"  # LGSE_LOCATION: where it probed from
+#: LGSE_LOCATION, where this process probes from: a resource attribute of both signals and an
+#: attribute of every span (docs/SCALING.md "Several locations").
+PROBE_LOCATION: Final = "langgraph.probe.location"
 PROBE_TTFT_S: Final = "langgraph.probe.time_to_first_token_s"
 PROBE_FIRST_EVENT_S: Final = "langgraph.probe.time_to_first_event_s"
 PROBE_TOKENS: Final = "langgraph.probe.tokens"
@@ -98,6 +100,22 @@ def otlp_exporter_from_env(signal: Literal["TRACES", "METRICS"]) -> Any:
     module, cls = _OTLP_EXPORTERS[signal]
     transport = "grpc" if protocol == "grpc" else "http"
     return getattr(import_module(f"opentelemetry.exporter.otlp.proto.{transport}.{module}"), cls)()
+
+
+def exporter_resource(location: str = "") -> Resource:
+    """The OTel resource of this process for traces and metrics alike: `service.name`,
+    `service.version`, and `langgraph.probe.location` when `location` (LGSE_LOCATION) is not
+    empty. Where the process probes from describes the process, like `cloud.region` or
+    `k8s.cluster.name`, so it belongs to the resource; it also keeps the metric streams of two
+    locations apart (docs/SCALING.md "Several locations"). `OTEL_RESOURCE_ATTRIBUTES` and
+    `OTEL_SERVICE_NAME` are merged in by the SDK; these keys win over them."""
+    attributes: dict[str, str] = {
+        "service.name": "langgraph-stream-exporter",
+        "service.version": __version__,
+    }
+    if location:
+        attributes[PROBE_LOCATION] = location
+    return Resource.create(attributes)
 
 
 class _CountingExporter(SpanExporter):
@@ -162,16 +180,16 @@ class OTLPSink:
         """`on_export_failure()` is called (from the export thread) for each failed batch.
         `token_events`: one `token` span event per token arrival on the `chat` spans
         (`LGSE_SPAN_TOKEN_EVENTS`; off by default: a long answer makes a large span).
-        A non-empty `location` (LGSE_LOCATION) is a root span attribute."""
+        A non-empty `location` (LGSE_LOCATION) is an attribute of every span and of the
+        resource."""
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
         self.token_events = token_events
         self._ids = _ProbeIds()
+        # On every span, not only the root: trace search and span-derived metrics (the
+        # Collector's spanmetrics connector) see a node or chat span on its own.
         self._location = location or None
-        resource = Resource.create(
-            {"service.name": "langgraph-stream-exporter", "service.version": __version__}
-        )
-        self.provider = TracerProvider(resource=resource, id_generator=self._ids)
+        self.provider = TracerProvider(resource=exporter_resource(location), id_generator=self._ids)
         exporter = exporter if exporter is not None else otlp_exporter_from_env("TRACES")
         if on_export_failure is not None:
             exporter = _CountingExporter(exporter, on_export_failure)
@@ -231,6 +249,7 @@ class OTLPSink:
             parent_id, _, own_name = ex.node.rpartition("/")
             node_attrs = _attrs(
                 (LANGGRAPH_NODE, ex.node),
+                (PROBE_LOCATION, self._location),
                 (GRAPH_NODE_ID, ex.node),
                 (GRAPH_NODE_NAME, own_name),
                 (GRAPH_NODE_PARENT_ID, parent_id or result.assistant_id),
@@ -256,6 +275,7 @@ class OTLPSink:
                     continue
                 call_attrs = _attrs(
                     (GEN_AI_OPERATION_NAME, "chat"),
+                    (PROBE_LOCATION, self._location),
                     (PROBE_TOKENS, call.tokens),
                     (GEN_AI_REQUEST_MODEL, call.model),
                     (GEN_AI_PROVIDER_NAME, call.provider),

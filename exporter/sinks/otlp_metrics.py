@@ -34,6 +34,11 @@ buckets as the Prometheus histograms):
 | `langgraph.probe.inter_token_latency` | s | target, `langgraph.node` |
 | `langgraph.probe.stream.buffered` | {run} | target, `langgraph.probe.buffered` (true/false) |
 
+Where the process probes from (`LGSE_LOCATION`) is the resource attribute
+`langgraph.probe.location`, not an attribute of each point: it describes the process, not one
+measurement, and is the same for every point the process exports (docs/SCALING.md "Several
+locations", which also says how it reaches Prometheus labels).
+
 Only scheduled probes are recorded: an on-demand `GET /probe` stays out of these series, as it
 does out of the Prometheus SLO series. Every measurement is recorded in the context of the probe's
 root span (its `traceparent`), so the SDK's trace-based exemplar filter attaches exemplars that
@@ -55,13 +60,12 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from exporter import __version__
 from exporter.core.result import NodeExecution, ProbeResult
 from exporter.sinks import Trigger
-from exporter.sinks.otlp import otlp_exporter_from_env
+from exporter.sinks.otlp import exporter_resource, otlp_exporter_from_env
 
 __all__ = ["INSTRUMENTS", "OTLPMetricsSink"]
 
@@ -159,15 +163,17 @@ class OTLPMetricsSink:
         *,
         semconv: Semconv = "v1.41",
         export_interval_ms: float | None = None,
+        location: str = "",
     ) -> None:
-        resource = Resource.create(
-            {"service.name": "langgraph-stream-exporter", "service.version": __version__}
-        )
+        """`location` (LGSE_LOCATION): the resource attribute `langgraph.probe.location` when
+        not empty. `semconv`: which GenAI instrument names (module docstring)."""
         self.reader = PeriodicExportingMetricReader(
             exporter if exporter is not None else otlp_exporter_from_env("METRICS"),
             export_interval_millis=export_interval_ms,
         )
-        self.provider = MeterProvider(resource=resource, metric_readers=[self.reader])
+        self.provider = MeterProvider(
+            resource=exporter_resource(location), metric_readers=[self.reader]
+        )
         meter = self.provider.get_meter("langgraph-stream-exporter", __version__)
         self.semconv = semconv
         self._genai: dict[str, Histogram] = {}

@@ -13,6 +13,9 @@ TOOLS_BIN: Final = REPO / ".tools" / "bin"
 CHART: Final = REPO / "helm" / "langgraph-stream-exporter"
 CHART_CI_VALUES: Final = tuple(sorted((CHART / "ci").glob("*.yaml")))
 SIDECAR_VALUES: Final = CHART / "examples" / "sidecar-values.yaml"
+INGRESS_VALUES: Final = CHART / "examples" / "ingress-values.yaml"
+#: Every values file under examples/: each must pass the checks of the ci/ ones.
+EXAMPLE_VALUES: Final = tuple(sorted((CHART / "examples").glob("*-values.yaml")))
 SIDECAR_EXAMPLE: Final = CHART / "examples" / "sidecar-deployment.yaml"
 DASHBOARD: Final = REPO / "dashboards" / "langgraph-stream-exporter.json"
 CHART_DASHBOARD: Final = CHART / "files" / "langgraph-stream-exporter.json"

@@ -14,6 +14,7 @@ from . import k8s, paths
 from .conftest import Render, by_kind, container, only, run
 
 VALUES_FILES = [pytest.param(path, id=path.name) for path in paths.CHART_CI_VALUES]
+EXAMPLE_FILES = [pytest.param(path, id=f"examples/{path.name}") for path in paths.EXAMPLE_VALUES]
 
 
 def test_ci_values_files_exist() -> None:
@@ -27,14 +28,21 @@ def test_helm_lint_passes_with_default_values(helm: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("values", VALUES_FILES)
+def test_examples_values_files_exist() -> None:
+    """The two-locations example's values files are among the checked examples."""
+    assert {paths.SIDECAR_VALUES, paths.INGRESS_VALUES} <= set(paths.EXAMPLE_VALUES)
+
+
+@pytest.mark.parametrize("values", [*VALUES_FILES, *EXAMPLE_FILES])
 def test_helm_lint_passes_with_ci_values(helm: Path, values: Path) -> None:
-    """`helm lint --strict` accepts the chart with each ci/ values file."""
+    """`helm lint --strict` accepts the chart with each ci/ and examples/ values file."""
     proc = run([helm, "lint", "--strict", paths.CHART, "-f", values])
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("values", [pytest.param(None, id="defaults"), *VALUES_FILES])
+@pytest.mark.parametrize(
+    "values", [pytest.param(None, id="defaults"), *VALUES_FILES, *EXAMPLE_FILES]
+)
 def test_rendered_manifests_match_kubernetes_schemas(render: Render, values: Path | None) -> None:
     """Every rendered manifest validates (kubernetes-validate strict; CRDs by required fields)."""
     docs = render(*(["-f", str(values)] if values else []))
@@ -271,7 +279,7 @@ def test_readme_documents_every_value() -> None:
     [
         pytest.param(None, id="defaults"),
         *VALUES_FILES,
-        pytest.param(paths.SIDECAR_VALUES, id="sidecar-example"),
+        *EXAMPLE_FILES,
     ],
 )
 def test_rendered_targets_file_passes_check_config(
@@ -316,6 +324,40 @@ def test_statefulset_pods_take_their_shard_from_the_pod_name(render: Render) -> 
     assert env["LGSE_LOCATION"] == "cluster-a"
     pods = [f"{sts['metadata']['name']}-{k}" for k in range(sts["spec"]["replicas"])]
     assert [ordinal_from_hostname(p) for p in pods] == [0, 1, 2]
+
+
+def test_two_locations_example_probes_one_target_from_the_sidecar_and_the_ingress(
+    render: Render,
+) -> None:
+    """examples/two-locations.md: the sidecar (LangGraph server pod, loopback) and a standalone
+    release (the public URL) set LGSE_LOCATION to sidecar and ingress and probe the same target
+    names, so their series differ only by `location`; the standalone release ships the
+    dashboard with the panel the example points to."""
+    sidecar_docs = render("-f", str(paths.SIDECAR_VALUES))
+    (server,) = [
+        d
+        for d in by_kind(sidecar_docs, "Deployment")
+        if d["metadata"]["name"] == "langgraph-server"
+    ]
+    ingress_docs = render("-f", str(paths.INGRESS_VALUES))
+    standalone = only(ingress_docs, "Deployment")
+    envs = [{e["name"]: e.get("value") for e in container(d)["env"]} for d in (server, standalone)]
+    assert [env.get("LGSE_LOCATION") for env in envs] == ["sidecar", "ingress"]
+
+    def targets(docs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        (configmap,) = [d for d in by_kind(docs, "ConfigMap") if "config.yaml" in d["data"]]
+        config = yaml.safe_load(configmap["data"]["config.yaml"])
+        return [(t["name"], t["assistant_id"]) for t in config["targets"]]
+
+    assert targets(sidecar_docs) == targets(ingress_docs)
+    (dashboard,) = [
+        d
+        for d in by_kind(ingress_docs, "ConfigMap")
+        if d["metadata"]["name"].endswith("-dashboard")
+    ]
+    panel = "Network and proxy cost per node, by location"
+    assert panel in dashboard["data"]["langgraph-stream-exporter.json"]
+    assert panel in (paths.CHART / "examples" / "two-locations.md").read_text()
 
 
 def test_standalone_mode_sets_no_shard_settings(render: Render) -> None:

@@ -85,6 +85,25 @@ def test_dashboard_has_datasource_target_and_node_variables() -> None:
         assert variables[name]["includeAll"] is True
 
 
+def test_location_variable_lists_locations_with_an_all_that_matches_no_label() -> None:
+    """A `location` variable (multi, All) lists LGSE_LOCATION values; its All is `.*`, which also
+    matches series without a location label; it comes before `instance`, which it narrows."""
+    names = [v["name"] for v in DASHBOARD["templating"]["list"]]
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    location = variables["location"]
+    assert location["multi"] is True and location["includeAll"] is True
+    assert location["allValue"] == ".*"
+    assert location["query"]["query"] == "label_values(langgraph_probe_build_info, location)"
+    assert names.index("location") < names.index("instance")
+
+
+def test_every_query_and_variable_is_filtered_by_location() -> None:
+    """Every panel query and the instance, target and node variables match `location=~"$location"`
+    (every exporter series carries the label when LGSE_LOCATION is set)."""
+    filtered = [q for q in ALL_QUERIES if q.panel != "variable location"]
+    assert [q.panel for q in filtered if 'location=~"$location"' not in q.expr] == []
+
+
 def test_every_panel_uses_the_datasource_variable() -> None:
     """Panels and their queries use ${datasource}, so the dashboard works with any Prometheus."""
     for panel in _panels():

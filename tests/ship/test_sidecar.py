@@ -10,6 +10,9 @@ import yaml
 from . import k8s, paths
 from .conftest import Render, by_kind, container, only
 
+# The example's `location` (examples/two-locations.md), for the standalone it is compared with.
+SAME_LOCATION = ("--set", "location=sidecar")
+
 
 @pytest.fixture(scope="module")
 def example() -> list[dict[str, Any]]:
@@ -46,8 +49,9 @@ def test_sidecar_security_context_equals_the_standalone_one(
 def test_sidecar_container_equals_the_standalone_container_but_readiness(
     example: list[dict[str, Any]], render: Render
 ) -> None:
-    """Image, args, liveness, resources and mounts of the sidecar match the standalone container."""
-    standalone = container(only(render(), "Deployment"))
+    """Image, args, env, liveness, resources and mounts of the sidecar match the standalone
+    container of the same location (the example sets `location: sidecar`)."""
+    standalone = container(only(render(*SAME_LOCATION), "Deployment"))
     del standalone["readinessProbe"]
     assert container(_server(example)) == standalone
 
