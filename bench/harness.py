@@ -345,23 +345,34 @@ def _join_calls(j: Join, s: dict[str, Any], t: dict[str, Any]) -> None:
 
 
 def client_metrics(run: ClientRun, analysis: dict[str, Any]) -> dict[str, Any]:
-    """CPU per 10k events and peak RSS, from the client's own summary and from wait4."""
+    """CPU per 10k events and peak RSS, from the client's own summary and from wait4.
+
+    A multi-worker product run (`load --workers W`) reports CPU summed over its processes and
+    memory as `maxrss_kb_sum` / `maxrss_kb_max`: *peak_rss_mb* is then the sum (what the run
+    occupied), *peak_rss_max_process_mb* the largest process. Its wait4 figures include the
+    workers, which the parent reaped.
+    """
     events = analysis["events_received"]
     cpu = run.summary.get("cpu_s")
+    rss_kb = run.summary.get("maxrss_kb") or run.summary.get("maxrss_kb_sum")
+    rss_max_kb = run.summary.get("maxrss_kb") or run.summary.get("maxrss_kb_max")
     return {
         "returncode": run.returncode,
         "timed_out": run.timed_out,
         "summary": run.summary,
+        "workers": run.summary.get("workers", 1),
         "cpu_s": cpu,
         "cpu_s_per_10k_events": round(cpu / events * 1e4, 4) if cpu and events else None,
+        "events_per_cpu_s": round(events / cpu) if cpu and events else None,
+        "worker_cpu_s": run.summary.get("worker_cpu_s"),
+        "parent_cpu_s": run.summary.get("parent_cpu_s"),
         "process_cpu_s": round(run.proc_cpu_s, 4),
         "process_cpu_s_per_10k_events": (
             round(run.proc_cpu_s / events * 1e4, 4) if events else None
         ),
-        "peak_rss_mb": (
-            round(run.summary["maxrss_kb"] / 1024, 1)
-            if run.summary.get("maxrss_kb")
-            else round(run.proc_maxrss_kb / 1024, 1)
+        "peak_rss_mb": (round(rss_kb / 1024, 1) if rss_kb else round(run.proc_maxrss_kb / 1024, 1)),
+        "peak_rss_max_process_mb": (
+            round(rss_max_kb / 1024, 1) if rss_max_kb else round(run.proc_maxrss_kb / 1024, 1)
         ),
         "process_wall_s": round(run.wall_s, 3),
     }
@@ -439,8 +450,13 @@ def reference_base() -> list[str]:
     return [sys.executable, str(REFERENCE)]
 
 
-def product_base() -> list[str] | None:
-    """How to start the product's load mode, or None when it is not usable yet."""
+def product_base(workers: int = 1) -> list[str] | None:
+    """How to start the product's load mode, or None when it is not usable yet.
+
+    `workers` > 1 adds `--workers W` (None when this product has no such flag). Its worker
+    processes inherit the CPU pinning and scheduling `place` gives the product's process:
+    they start after it has imported its modules, well after `place` ran.
+    """
     exe = Path(sys.executable).parent / "langgraph-stream-exporter"
     if not exe.exists():
         return None
@@ -455,6 +471,10 @@ def product_base() -> list[str] | None:
     base = [str(exe), "load"]
     if b"--no-progress" in probe.stdout:
         base.append("--no-progress")  # a progress display is not part of the measured work
+    if workers > 1:
+        if b"--workers" not in probe.stdout:
+            return None
+        base += ["--workers", str(workers)]
     return base
 
 

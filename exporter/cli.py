@@ -330,6 +330,11 @@ def _cmd_load(args: argparse.Namespace) -> int:
     _check_secrets(target)
     if args.concurrency < 1:
         _usage_error("--concurrency must be at least 1")
+    if args.workers > args.concurrency:
+        _usage_error(
+            f"argument --workers: {args.workers} workers for --concurrency {args.concurrency}:"
+            " each worker needs at least one stream slot"
+        )
     options = LoadOptions(
         concurrency=args.concurrency,
         duration_s=args.duration,
@@ -338,6 +343,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
         json_summary=args.json_summary,
         progress=not args.no_progress,
         transport=args.transport,
+        workers=args.workers,
     )
     code: int = run_load(target, options)
     return code
@@ -381,6 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--transport", choices=("stamping", "aiohttp", "httpcore"), default="stamping")
+    p.add_argument(
+        "--workers", type=_positive_int, default=1, metavar="W",
+        help="processes, each with its own event loop and share of C and N; one merged report"
+        " (default 1: in this process)",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_load)
 
     p = sub.add_parser("run", help="run the exporter daemon")

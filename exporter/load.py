@@ -9,18 +9,30 @@ Every stream is a full probe, timed exactly as the daemon
 times it. A finished stream is folded into the per-node aggregates and, with `--trace-out`, into
 its serialised trace line; the result itself is dropped, so memory grows by a few kilobytes per
 stream, and no file I/O competes with the sockets while stamps are taken.
+
+With `workers` > 1 the run is split over that many processes (`run_workers`): each drives its
+share of the concurrency and of `max_streams` on its own event loop, and the parent merges their
+records, raw per-node samples and trace files into one run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import multiprocessing
 import resource
+import shutil
+import signal
 import sys
 import time
+import traceback
 from array import array
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -33,7 +45,18 @@ from exporter.http.client import Transport, client_for
 from exporter.probe import probe
 from exporter.runtime import freeze_startup_objects, run_async
 
-__all__ = ["Aggregate", "LoadOptions", "LoadRun", "StreamRecord", "drive", "run_load"]
+__all__ = [
+    "Aggregate",
+    "LoadOptions",
+    "LoadRun",
+    "StreamRecord",
+    "WorkerFailed",
+    "drive",
+    "merge_runs",
+    "run_load",
+    "run_workers",
+    "shares",
+]
 
 RAMP_S = 1.0
 #: Minimum streams that must all fail, none succeed, before a run gives up.
@@ -53,6 +76,10 @@ class LoadOptions:
     json_summary: bool = False
     progress: bool = True
     transport: Transport = "stamping"
+    workers: int = 1  # processes; each drives its share of concurrency and max_streams
+    # A worker's place in the run's one start ramp: its index, and the whole run's concurrency.
+    worker: int = 0
+    ramp_concurrency: int | None = None
 
     @property
     def give_up_after(self) -> int:
@@ -76,8 +103,13 @@ class StreamRecord:
         return self.failure is None
 
 
+def _new_doubles() -> array[float]:
+    return array("d")
+
+
 def _doubles() -> defaultdict[str, array[float]]:
-    return defaultdict(lambda: array("d"))
+    # A module-level factory, not a lambda: a worker's aggregate is pickled back to the parent.
+    return defaultdict(_new_doubles)
 
 
 @dataclass
@@ -104,6 +136,18 @@ class Aggregate:
                 if span_s > 0:  # tokens that arrived in one read have no rate of their own
                     self.rates[n.node].append((c.tokens - 1) / span_s)
 
+    def merge(self, other: Aggregate) -> None:
+        """Fold in another run's raw samples (a worker's): the percentiles of the merged
+        aggregate are those of every sample, not an average of per-worker percentiles."""
+        for mine, theirs in (
+            (self.ttft_s, other.ttft_s),
+            (self.itl_s, other.itl_s),
+            (self.rates, other.rates),
+        ):
+            for node, values in theirs.items():
+                mine[node].extend(values)
+        self.tokens.update(other.tokens)
+
 
 @dataclass
 class LoadRun:
@@ -118,11 +162,29 @@ class LoadRun:
     last_start_s: float  # seconds after the run began when the last stream started
     gave_up: bool = False  # stopped early: none of the first streams succeeded
     errors: list[tuple[str, str]] = field(default_factory=list)  # first distinct (kind, message)
+    # time.monotonic_ns() when the run began; CLOCK_MONOTONIC is system-wide, so the workers'
+    # starts and ends are comparable and give the merged run its common wall time.
+    t0_ns: int = 0
+    workers: int = 1
+    worker_cpu_s: tuple[float, ...] = ()  # merged runs: each worker's `cpu_s`
+    parent_cpu_s: float = 0.0  # merged runs: the parent's CPU (spawning, merging, the trace)
+    maxrss_kb_by_process: tuple[int, ...] = ()  # merged runs: workers' VmHWM, then the parent's
+    # merged runs: per worker, seconds it was runnable but waited for a CPU during its run
+    # (workers sharing a CPU wait for each other: their reads are stamped that much later)
+    worker_runqueue_wait_s: tuple[float | None, ...] = ()
 
 
 def _cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def _runqueue_wait_s() -> float | None:
+    """Seconds this process has spent runnable but not running (Linux schedstat), or None."""
+    try:
+        return int(Path("/proc/self/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _vm_hwm_kb() -> int:
@@ -140,8 +202,13 @@ async def drive(
     options: LoadOptions,
     *,
     on_done: Any = None,
+    ready: Callable[[], None] | None = None,
 ) -> LoadRun:
-    """Run the bounded load loop; `on_done(result)` is called as each stream finishes."""
+    """Run the bounded load loop; `on_done(result)` is called as each stream finishes.
+
+    `ready()`, when given, is called once everything is set up, right before the run's clock
+    starts; a worker blocks in it until the parent says go, so that all workers start together.
+    """
     # Two connections per v2 stream: the subscription and its `run.start` (docs/V2.md §2).
     client = client_for(
         target, transport=options.transport, max_connections=2 * options.concurrency
@@ -165,7 +232,10 @@ async def drive(
     # frozen out of it, and a finished stream leaves only a small record behind, so the
     # collections that remain walk little more than the open streams (docs/PERFORMANCE.md).
     freeze_startup_objects(collect_first=True)  # before t0: set-up, not the measured run
-    t0 = time.monotonic()
+    if ready is not None:
+        ready()
+    t0_ns = time.monotonic_ns()
+    t0 = t0_ns / 1e9
     cpu0 = _cpu_s()
     last_start = 0.0
     ok = failed = consecutive_failures = 0
@@ -221,7 +291,10 @@ async def drive(
                     await asyncio.sleep(wait_s)
             now = time.monotonic()
             if started < options.concurrency:
-                ramp_at = t0 + RAMP_S * started / options.concurrency
+                # Across workers the slots interleave (worker k takes k, k + W, …), so the
+                # whole run's first C starts are spread over RAMP_S as in one process.
+                slot = started * options.workers + options.worker
+                ramp_at = t0 + RAMP_S * slot / (options.ramp_concurrency or options.concurrency)
                 if ramp_at > now:
                     await asyncio.sleep(ramp_at - now)
                     now = time.monotonic()
@@ -254,6 +327,7 @@ async def drive(
         last_start_s=last_start,
         gave_up=gave_up,
         errors=errors,
+        t0_ns=t0_ns,
     )
 
 
@@ -289,6 +363,14 @@ def summary(run: LoadRun, options: LoadOptions) -> dict[str, Any]:
     seconds; `nodes` {node: {ttft_s, itl_s: {p50, p90, p99}, tokens,
     decode_rate_tok_s_per_stream}}; `throughput_tok_s` (all tokens / wall time); `max_open`,
     `cpu_s`, `wall_s`, `maxrss_kb`.
+
+    A run over several workers (`workers` > 1) says so in `workers`; its `wall_s` is the common
+    wall time (first worker's start to last worker's end), `cpu_s` the sum over the workers and
+    the parent (`worker_cpu_s` [s per worker], `parent_cpu_s`), `max_open` the sum of each
+    worker's most open streams, and memory comes as `maxrss_kb_max` (the largest process's
+    VmHWM) and `maxrss_kb_sum` (all processes' VmHWM added up) instead of `maxrss_kb`;
+    `worker_runqueue_wait_s` [s per worker, null where unknown] is how long each worker was
+    runnable but waiting for a CPU during its run (Linux schedstat).
     """
     agg = run.aggregate
     failures = Counter(r.failure for r in run.records if r.failure is not None)
@@ -302,7 +384,7 @@ def summary(run: LoadRun, options: LoadOptions) -> dict[str, Any]:
             "tokens": agg.tokens[node],
             "decode_rate_tok_s_per_stream": round(sum(rates) / len(rates), 3) if rates else None,
         }
-    return {
+    out = {
         "streams": len(run.records),
         "ok": sum(1 for r in run.records if r.success),
         "failed": sum(failures.values()),
@@ -319,8 +401,19 @@ def summary(run: LoadRun, options: LoadOptions) -> dict[str, Any]:
         "concurrency": options.concurrency,
         "cpu_s": round(run.cpu_s, 4),
         "wall_s": round(run.wall_s, 4),
-        "maxrss_kb": _vm_hwm_kb(),
     }
+    if run.workers == 1:
+        out["maxrss_kb"] = _vm_hwm_kb()
+    else:
+        out["workers"] = run.workers
+        out["worker_cpu_s"] = [round(c, 4) for c in run.worker_cpu_s]
+        out["parent_cpu_s"] = round(run.parent_cpu_s, 4)
+        out["maxrss_kb_max"] = max(run.maxrss_kb_by_process)
+        out["maxrss_kb_sum"] = sum(run.maxrss_kb_by_process)
+        out["worker_runqueue_wait_s"] = [
+            None if w is None else round(w, 4) for w in run.worker_runqueue_wait_s
+        ]
+    return out
 
 
 def report(run: LoadRun, options: LoadOptions) -> Any:
@@ -337,9 +430,10 @@ def report(run: LoadRun, options: LoadOptions) -> Any:
     ok = sum(1 for r in run.records if r.success)
     tokens = sum(r.tokens for r in run.records)
     throughput = tokens / run.wall_s if run.wall_s > 0 else 0.0
+    workers = f", {run.workers} workers" if run.workers > 1 else ""
     head = Text(
         f"{len(run.records)} streams ({ok} ok) in {run.wall_s:.1f} s, at most {run.max_open} open"
-        f" (limit {options.concurrency}); run TTFT p50 {ms(quantile(run_ttft, 0.5))}"
+        f" (limit {options.concurrency}{workers}); run TTFT p50 {ms(quantile(run_ttft, 0.5))}"
         f" p99 {ms(quantile(run_ttft, 0.99))}; throughput {throughput:.1f} tok/s (all streams)",
         style="bold",
     )
@@ -379,7 +473,14 @@ def report(run: LoadRun, options: LoadOptions) -> Any:
 def error_lines(run: LoadRun, options: LoadOptions) -> list[str]:
     """What went wrong, for stderr: the stop, then the first distinct messages."""
     lines = []
-    if run.gave_up:
+    if run.gave_up and run.workers > 1:
+        # Each worker gives up on its own streams: the first `give_up_after` of its share.
+        first = worker_options(options)[0].give_up_after
+        lines.append(
+            f"load: stopped: none of a worker's first {first} streams succeeded"
+            " (not hammering a target that only fails)"
+        )
+    elif run.gave_up:
         lines.append(
             f"load: stopped: none of the first {options.give_up_after} streams succeeded"
             " (not hammering a target that only fails)"
@@ -387,6 +488,293 @@ def error_lines(run: LoadRun, options: LoadOptions) -> list[str]:
     for kind, message in run.errors:
         lines.append(f"load: {kind}: {message}")
     return lines
+
+
+# --------------------------------------------------------------------------------------------
+# Several workers
+# --------------------------------------------------------------------------------------------
+
+#: Seconds every worker gets to start (interpreter, imports, client) before the run is abandoned.
+WORKER_START_TIMEOUT_S = 60.0
+#: Beyond `duration_s` plus the target's total timeout: the last streams' cleanup and the
+#: results' way back to the parent.
+WORKER_GRACE_S = 30.0
+#: How often the parent reads the workers' progress counters while it waits for them.
+POLL_S = 0.1
+
+
+class WorkerFailed(RuntimeError):
+    """A worker of a multi-worker run failed or died; the others were stopped.
+
+    `args[0]` is one line naming the worker; `detail` is its traceback when it sent one.
+    """
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+def shares(total: int, parts: int) -> list[int]:
+    """`total` split over `parts` as evenly as possible, larger shares first: (5, 2) -> [3, 2]."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def part_path(trace_out: str, index: int) -> str:
+    """Where worker `index` writes its trace lines; the parent concatenates and removes them."""
+    return f"{trace_out}.worker{index}"
+
+
+def worker_options(options: LoadOptions) -> list[LoadOptions]:
+    """Each worker's options: its share of concurrency and max_streams, its own trace part, its
+    slots in the start ramp. Shares are larger first, so worker k's ramp slots k, k + W, … all
+    fall below the run's concurrency."""
+    n = options.workers
+    streams = shares(options.max_streams, n) if options.max_streams is not None else [None] * n
+    return [
+        replace(
+            options,
+            concurrency=c,
+            max_streams=m,
+            trace_out=None if options.trace_out is None else part_path(options.trace_out, i),
+            json_summary=False,
+            progress=False,
+            worker=i,
+            ramp_concurrency=options.concurrency,
+        )
+        for i, (c, m) in enumerate(zip(shares(options.concurrency, n), streams, strict=True))
+    ]
+
+
+def merge_runs(runs: Sequence[LoadRun]) -> LoadRun:
+    """One run from the workers' runs.
+
+    Records in start order; raw per-node samples merged (`Aggregate.merge`); `wall_s` from the
+    first worker's start to the last worker's end; `cpu_s` the workers' sum (the caller adds its
+    own); `max_open` the sum of each worker's most open streams (an upper bound on the streams
+    open at once, at most the total concurrency); `gave_up` when any worker gave up.
+    """
+    t0_ns = min(r.t0_ns for r in runs)
+    end_ns = max(r.t0_ns + round(r.wall_s * 1e9) for r in runs)
+    aggregate = Aggregate()
+    errors: list[tuple[str, str]] = []
+    for r in runs:
+        aggregate.merge(r.aggregate)
+        for error in r.errors:
+            if len(errors) < MAX_ERRORS_SHOWN and error not in errors:
+                errors.append(error)
+    return LoadRun(
+        records=sorted((rec for r in runs for rec in r.records), key=lambda x: x.t_request_ns),
+        aggregate=aggregate,
+        trace_lines=sum(r.trace_lines for r in runs),
+        max_open=sum(r.max_open for r in runs),
+        wall_s=(end_ns - t0_ns) / 1e9,
+        cpu_s=sum(r.cpu_s for r in runs),
+        last_start_s=max((r.t0_ns - t0_ns) / 1e9 + r.last_start_s for r in runs),
+        gave_up=any(r.gave_up for r in runs),
+        errors=errors,
+        t0_ns=t0_ns,
+        workers=len(runs),
+        worker_cpu_s=tuple(r.cpu_s for r in runs),
+    )
+
+
+@dataclass(frozen=True)
+class _WorkerDone:
+    run: LoadRun
+    maxrss_kb: int
+    runqueue_wait_s: float | None
+
+
+def _worker_main(
+    index: int, target: Target, options: LoadOptions, conn: Connection, counters: Any
+) -> None:
+    """One worker process: drive its share, then send back its run or what went wrong.
+
+    Messages to the parent: ("ready", None) once set up, then ("done", _WorkerDone) or
+    ("error", (one line, traceback)); from the parent: ("go", None).
+    """
+    # Ctrl-C reaches the whole foreground process group; the parent alone stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    waited0_s: float | None = None
+
+    def ready() -> None:
+        nonlocal waited0_s
+        conn.send(("ready", None))
+        if not conn.poll(WORKER_START_TIMEOUT_S):
+            raise TimeoutError(f"no go from the parent within {WORKER_START_TIMEOUT_S:g} s")
+        conn.recv()
+        waited0_s = _runqueue_wait_s()
+
+    def on_done(result: ProbeResult) -> None:
+        # Progress for the parent's display: this worker's slots only, so no lock.
+        counters[2 * index] += 1
+        counters[2 * index + 1] += result.failure is not None
+
+    try:
+        run = run_async(drive(target, options, on_done=on_done, ready=ready))
+        waited1_s = _runqueue_wait_s()
+        waited_s = None if waited0_s is None or waited1_s is None else waited1_s - waited0_s
+        conn.send(("done", _WorkerDone(run, _vm_hwm_kb(), waited_s)))
+    except BaseException as exc:  # the parent names this worker and stops the others
+        with contextlib.suppress(OSError):
+            conn.send(("error", (f"{type(exc).__name__}: {exc}", traceback.format_exc())))
+        raise SystemExit(1) from None
+
+
+def _how_it_ended(proc: BaseProcess) -> str:
+    proc.join(5)  # its pipe closed: it is exiting, if it has not already
+    code = proc.exitcode
+    if code is None:
+        return "closed its pipe"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _collect(
+    procs: Sequence[BaseProcess],
+    conns: Sequence[Connection],
+    counters: Any,
+    run_bound_s: float,
+    on_progress: Callable[[int, int], None] | None,
+) -> list[_WorkerDone]:
+    """Wait for every worker: all ready, then go, then each one's result; bounded in time."""
+    n = len(procs)
+    ready = [False] * n
+    done: list[_WorkerDone | None] = [None] * n
+    started = False
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+
+    def name(i: int) -> str:
+        return f"worker {i} of {n} (pid {procs[i].pid})"
+
+    while any(d is None for d in done):
+        left_s = deadline - time.monotonic()
+        if left_s <= 0:
+            late = [name(i) for i in range(n) if not (done[i] if started else ready[i])]
+            what = f"finish within {run_bound_s:g} s" if started else "start"
+            raise WorkerFailed(f"{', '.join(late)} did not {what}")
+        watched: dict[Any, int] = {}
+        for i in range(n):
+            if done[i] is None:
+                watched[conns[i]] = i
+                watched[procs[i].sentinel] = i
+        for obj in wait(list(watched), min(POLL_S, left_s)):
+            i = watched[obj]
+            if done[i] is not None:
+                continue
+            if isinstance(obj, int):  # the process ended; a last message may still be queued
+                if not conns[i].poll():
+                    raise WorkerFailed(f"{name(i)} {_how_it_ended(procs[i])} before its results")
+                continue
+            try:
+                kind, payload = conns[i].recv()
+            except EOFError:
+                raise WorkerFailed(
+                    f"{name(i)} {_how_it_ended(procs[i])} before its results"
+                ) from None
+            if kind == "ready":
+                ready[i] = True
+            elif kind == "done":
+                done[i] = payload
+            else:
+                line, detail = payload
+                raise WorkerFailed(f"{name(i)} failed: {line}", detail)
+        if not started and all(ready):
+            for conn in conns:
+                conn.send(("go", None))
+            started = True
+            deadline = time.monotonic() + run_bound_s
+        if on_progress is not None:
+            on_progress(sum(counters[0::2]), sum(counters[1::2]))
+    return [d for d in done if d is not None]
+
+
+def _stop(procs: Sequence[BaseProcess]) -> None:
+    """SIGTERM every worker still running (they do not handle it: they end at once), then reap."""
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+def run_workers(
+    target: Target,
+    options: LoadOptions,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> LoadRun:
+    """`options.workers` processes, each driving its share (`worker_options`), merged into one run.
+
+    The workers are spawned (a fresh interpreter each: no loop, lock or socket inherited), set
+    up, and start together when all are ready. Each writes its trace lines to its own part file
+    (`part_path`); the parent appends the parts to `trace_out` in worker order and removes them.
+    `on_progress(done, failed)` is called about every `POLL_S` with the streams finished so far.
+    Bounded: workers must be ready within `WORKER_START_TIMEOUT_S` and done within
+    `duration_s` + the target's total timeout + `WORKER_GRACE_S`.
+
+    Raises `WorkerFailed` naming the worker when one raises, dies or overruns; the others are
+    stopped, the part files and the trace file removed. Ctrl-C (KeyboardInterrupt) stops them
+    all the same way and propagates.
+    """
+    # NOTE: multiprocessing.Process and a Pipe each rather than a ProcessPoolExecutor: the pool
+    # reports a dead worker as BrokenProcessPool on every future, without saying which one,
+    # and its tasks cannot say "ready" and wait for a common go. Spawned, not forked: a fresh
+    # interpreter inherits no event loop, lock or socket from the parent.
+    ctx = multiprocessing.get_context("spawn")
+    cpu0 = _cpu_s()
+    counters = ctx.RawArray("q", 2 * options.workers)
+    # Opened first: a bad path fails before any worker starts.
+    trace = open(options.trace_out, "wb") if options.trace_out else None  # noqa: SIM115
+    procs: list[BaseProcess] = []
+    conns: list[Connection] = []
+    finished = False
+    try:
+        for i, share in enumerate(worker_options(options)):
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(
+                target=_worker_main,
+                args=(i, target, share, theirs, counters),
+                name=f"load-worker-{i}",
+                daemon=True,
+            )
+            proc.start()
+            theirs.close()  # the child's end: when the child is gone, our end reads EOF
+            procs.append(proc)
+            conns.append(mine)
+        bound_s = options.duration_s + target.timeout.total + WORKER_GRACE_S
+        results = _collect(procs, conns, counters, bound_s, on_progress)
+        if trace is not None and options.trace_out is not None:
+            for i in range(len(results)):
+                with open(part_path(options.trace_out, i), "rb") as part:
+                    shutil.copyfileobj(part, trace, 1 << 20)
+        finished = True
+    finally:
+        _stop(procs)
+        for conn in conns:
+            conn.close()
+        if options.trace_out is not None:
+            for i in range(options.workers):
+                # Cleanup must not hide the run's own error (e.g. a part path that is a dir).
+                with contextlib.suppress(OSError):
+                    Path(part_path(options.trace_out, i)).unlink()
+        if trace is not None:
+            trace.close()
+            if not finished:
+                Path(trace.name).unlink(missing_ok=True)
+    run = merge_runs([r.run for r in results])
+    run.parent_cpu_s = _cpu_s() - cpu0
+    run.cpu_s += run.parent_cpu_s
+    run.maxrss_kb_by_process = (*(r.maxrss_kb for r in results), _vm_hwm_kb())
+    run.worker_runqueue_wait_s = tuple(r.runqueue_wait_s for r in results)
+    return run
 
 
 def run_load(target: Target, options: LoadOptions) -> int:
@@ -413,8 +801,21 @@ def run_load(target: Target, options: LoadOptions) -> int:
         failed += result.failure is not None
         progress.update(bar, advance=1, failed=failed)
 
+    def on_progress(done: int, failed: int) -> None:
+        progress.update(bar, completed=done, failed=failed)
+
     with progress:
-        run = run_async(drive(target, options, on_done=on_done))
+        if options.workers == 1:
+            run = run_async(drive(target, options, on_done=on_done))
+        else:
+            try:
+                run = run_workers(target, options, on_progress=on_progress)
+            except WorkerFailed as exc:
+                sys.stderr.write(f"load: {exc}; stopped the other workers\n")
+                if exc.detail:
+                    sys.stderr.write(exc.detail)
+                return 1
+            failed = sum(1 for r in run.records if not r.success)
     Console().print(report(run, options))
     for line in error_lines(run, options):
         sys.stderr.write(line + "\n")
