@@ -260,6 +260,7 @@ def test_a_large_exposition_comes_in_bounded_pieces() -> None:
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     text = d.decompress(b"".join(pieces))
     assert d.eof and d.unused_data == b""
+
     def steady(body: bytes) -> list[bytes]:  # the process_* samples move between two scrapes
         return [line for line in body.splitlines() if not line.startswith(b"process_")]
 
