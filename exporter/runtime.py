@@ -65,8 +65,10 @@ def freeze_startup_objects(*, collect_first: bool = False) -> None:
 def share_gil_finely() -> None:
     """Give the GIL back to the event loop every 1 ms instead of 5 ms.
 
-    /metrics renders in a worker thread; a read that arrives meanwhile waits up to one switch
-    interval before the loop can stamp it.
+    Threads still run Python beside the loop (the OTLP exporters' batch and reader threads,
+    `asyncio.to_thread` work); a read that arrives while one holds the GIL waits up to one
+    switch interval before the loop can stamp it. `/metrics` renders on the loop itself, in
+    small steps, for that reason (docs/PERFORMANCE.md "Daemon scale").
     """
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
