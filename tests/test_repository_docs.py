@@ -1,4 +1,5 @@
-"""Comments, docstrings and docs cite only documents inside the repository.
+"""Comments, docstrings and docs cite only documents inside the repository, and every list of
+failure kinds in the docs names them all.
 
 A maintainer with a fresh clone must be able to follow every reference. Notes on the LangGraph
 wire live in docs/WIRE.md, decisions in docs/adr/, measurements in docs/PERFORMANCE.md and
@@ -149,3 +150,30 @@ def test_every_cited_wire_section_exists() -> None:
                     line_no = text.count("\n", 0, m.start()) + 1
                     missing.append(f"{path.relative_to(ROOT)}:{line_no}: §{n}")
     assert missing == [], "citations of sections docs/WIRE.md does not have:\n" + "\n".join(missing)
+
+
+#: Every list of failure kinds in the docs: (file, text just before the list, text just after
+#: it). Parenthesised remarks inside a list (`stalled` (no byte for `timeout.idle`)) are not
+#: kinds.
+FAILURE_KIND_LISTS = (
+    ("README.md", "and why a probe failed:", "\n\nTimestamps"),
+    ("README.md", "Otherwise a probe fails with one of:", "Measurements taken"),
+    ("docs/WIRE.md", "(`exporter/core/errors.py`):", "\n## "),
+    ("helm/langgraph-stream-exporter/README.md", "`langgraph_probe_runs_total`:", "\n\n"),
+    ("dashboards/langgraph-stream-exporter.json", "(the reason label:", ")."),
+)
+
+
+@pytest.mark.parametrize(("name", "before", "after"), FAILURE_KIND_LISTS)
+def test_failure_kind_lists_name_every_kind(name: str, before: str, after: str) -> None:
+    """Each list of failure kinds in the docs names exactly the `FailureKind` values, so a new
+    kind cannot be left out of them again."""
+    from exporter.core.errors import FailureKind
+
+    text = (ROOT / name).read_text(encoding="utf-8")
+    start = text.index(before) + len(before)
+    end = text.find(after, start)
+    listed = re.sub(r"\([^)]*\)", "", text[start : end if end >= 0 else len(text)])
+    words = re.findall(r"`(\w+)`", listed) if "`" in listed else re.findall(r"\w+", listed)
+    kinds = [k.value for k in FailureKind]
+    assert sorted(set(words)) == sorted(kinds), f"{name}: missing {set(kinds) - set(words)}"
