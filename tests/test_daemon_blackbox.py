@@ -146,6 +146,13 @@ def test_index_page_lists_recent_probes_with_links_and_logs(observed: Observed) 
     assert "POST /runs/stream: HTTP 200" in page  # a log line of an `ok` probe
 
 
+def test_index_page_offers_on_demand_probes_when_lifecycle_is_on(observed: Observed) -> None:
+    """With lifecycle APIs on, `/` shows how to probe a target now, and not that it is off."""
+    page = observed.index.text
+    assert "<code>/probe?target=NAME</code>" in page
+    assert "On-demand probes are off" not in page
+
+
 def test_index_page_escapes_what_the_server_said(observed: Observed) -> None:
     """A server's error text with markup is shown escaped, never as markup."""
     page = observed.index.text

@@ -58,6 +58,36 @@ def test_lifecycle_apis_are_403_by_default_and_say_how_to_enable(tmp_path: Path)
     assert requests == 0
 
 
+def test_index_page_without_lifecycle_offers_no_probe_and_says_none_failed(
+    tmp_path: Path,
+) -> None:
+    """Lifecycle off, after a successful scheduled probe: `/` does not offer `/probe` (it
+    answers 403) but says how to turn it on, and its empty failures section says no probe
+    failed, not that none finished."""
+
+    async def scenario() -> str:
+        async with ScriptedServer() as server:
+            server.route_stateless(langgraph_stream(tokens=2, first_token_s=0, gap_s=0))
+            config = one_target(server.url)
+            config["defaults"] = {"interval": "1s"}
+            daemon = DaemonProcess(config, tmp_path)
+            await asyncio.to_thread(daemon.start)
+            try:
+                deadline = asyncio.get_running_loop().time() + 15
+                while not (await asyncio.to_thread(daemon.get, "/-/probes")).json()["recent"]:
+                    assert asyncio.get_running_loop().time() < deadline, "no probe finished"
+                    await asyncio.sleep(0.1)  # polling the schedule, not a race fix
+                return (await asyncio.to_thread(daemon.get, "/")).text
+            finally:
+                await asyncio.to_thread(daemon.stop)
+
+    page = asyncio.run(scenario())
+    assert "/probe?target" not in page
+    assert "--web.enable-lifecycle" in page
+    assert "No probe has finished yet" not in page
+    assert "No probe has failed since the exporter started." in page
+
+
 def test_counters_exist_at_zero_on_a_fresh_exporter(tmp_path: Path) -> None:
     """Before any probe: probes_skipped_total for every reason and sink_errors_total for every
     configured sink are exposed at 0 (not missing)."""

@@ -22,6 +22,19 @@ td,th{border-bottom:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-a
 .failure{color:#b00}pre{margin:.2em 0;font-size:90%;white-space:pre-wrap}"""
 
 
+_NO_PROBE = "No probe has finished yet."
+_ON_DEMAND = (
+    "<p>Probe a configured target now: <code>/probe?target=NAME</code> (JSON, add "
+    "<code>&amp;debug=true</code> for its log) or <code>/probe?target=NAME&amp;"
+    "format=prometheus</code> (blackbox style).</p>"
+)
+_NO_ON_DEMAND = (
+    "<p>On-demand probes are off (lifecycle APIs are not enabled): start the exporter with "
+    "<code>LGSE_WEB_ENABLE_LIFECYCLE=true</code> or <code>--web.enable-lifecycle</code> to "
+    "turn them on.</p>"
+)
+
+
 def probe_link(probe_id: str) -> str:
     """Path of one probe's details (JSON): `/-/probes/<id>`."""
     return "/-/probes/" + quote(probe_id, safe="")
@@ -43,7 +56,8 @@ def _when(unix_s: Any) -> str:
     )
 
 
-def _rows(entries: Iterable[Mapping[str, Any]]) -> str:
+def _rows(entries: Iterable[Mapping[str, Any]], empty: str) -> str:
+    """A table of probe entries; the sentence `empty` when there is none."""
     rows = []
     for p in entries:
         outcome = p.get("outcome")
@@ -66,7 +80,7 @@ def _rows(entries: Iterable[Mapping[str, Any]]) -> str:
             f"<td>{_e(p.get('tokens'))}</td><td>{link}</td><td>{log}</td></tr>"
         )
     if not rows:
-        return "<p>No probe has finished yet.</p>"
+        return f"<p>{_e(empty)}</p>"
     head = (
         "<tr><th>finished (UTC)</th><th>target</th><th>outcome</th><th>duration</th>"
         "<th>TTFT</th><th>tokens</th><th></th><th>log</th></tr>"
@@ -74,13 +88,18 @@ def _rows(entries: Iterable[Mapping[str, Any]]) -> str:
     return "<table>" + head + "".join(rows) + "</table>"
 
 
-def index_page(probes: Mapping[str, Any]) -> bytes:
+def index_page(probes: Mapping[str, Any], *, lifecycle: bool = False) -> bytes:
     """The start page: endpoints, then recent probes and recent failures, newest first.
 
     `probes` has the shape of `/-/probes`: `recent` and `failures` are lists of entries with
     `id`, `target`, `outcome`, `reason`, `error`, `finished_at` (Unix s), `duration_s`,
-    `ttft_s`, `tokens` and `log` (a list of lines). Returns UTF-8 HTML.
+    `ttft_s`, `tokens` and `log` (a list of lines). `lifecycle`: lifecycle APIs are on, so
+    `/probe` answers (otherwise it is 403 and the page says how to turn it on instead of
+    offering it). Returns UTF-8 HTML.
     """
+    recent = list(probes.get("recent", []))
+    # Failures are kept at least as long as recent probes: none kept means none since the start.
+    no_failure = "No probe has failed since the exporter started." if recent else _NO_PROBE
     links = "".join(
         f'<li><a href="{path}">{path}</a></li>'
         for path in ("/metrics", "/-/probes", "/healthz", "/readyz")
@@ -90,13 +109,11 @@ def index_page(probes: Mapping[str, Any]) -> bytes:
         "<title>langgraph-stream-exporter</title>"
         f"<style>{_STYLE}</style></head><body><h1>langgraph-stream-exporter</h1>"
         f"<ul>{links}</ul>"
-        "<p>Probe a configured target now: <code>/probe?target=NAME</code> (JSON, add "
-        "<code>&amp;debug=true</code> for its log) or <code>/probe?target=NAME&amp;"
-        "format=prometheus</code> (blackbox style).</p>"
-        "<h2>Recent probes</h2>"
-        + _rows(probes.get("recent", []))
+        + (_ON_DEMAND if lifecycle else _NO_ON_DEMAND)
+        + "<h2>Recent probes</h2>"
+        + _rows(recent, _NO_PROBE)
         + "<h2>Recent failures</h2>"
-        + _rows(probes.get("failures", []))
+        + _rows(probes.get("failures", []), no_failure)
         + "</body></html>\n"
     )
     return body.encode()

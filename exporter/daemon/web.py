@@ -117,17 +117,20 @@ class Handlers:
 
 @dataclass(frozen=True)
 class Request:
-    """The parts of an ASGI HTTP scope an endpoint reads."""
+    """The parts of an ASGI HTTP scope an endpoint reads, and whether the app serves the
+    lifecycle APIs (`/` offers `/probe` only then)."""
 
     method: str
     path: str
     query: Mapping[str, list[str]]
     headers: tuple[tuple[bytes, bytes], ...]
+    lifecycle: bool = False
 
     @classmethod
-    def from_scope(cls, scope: Scope) -> Request:
+    def from_scope(cls, scope: Scope, *, lifecycle: bool = False) -> Request:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-        return cls(scope["method"], scope["path"], query, tuple(scope.get("headers", ())))
+        headers = tuple(scope.get("headers", ()))
+        return cls(scope["method"], scope["path"], query, headers, lifecycle)
 
     def header(self, name: bytes) -> str | None:
         """The first value of a header (`name` in lower case), decoded as latin-1."""
@@ -337,7 +340,7 @@ async def _events(h: Handlers, request: Request) -> Response:
 
 
 async def _index(h: Handlers, request: Request) -> Response:
-    return Response(200, h.mask(index_page(h.probes())), HTML)
+    return Response(200, h.mask(index_page(h.probes(), lifecycle=request.lifecycle)), HTML)
 
 
 _READ = frozenset({"GET", "HEAD"})
@@ -392,7 +395,7 @@ def make_app(
             return
         if scope["type"] != "http":
             return
-        request = Request.from_scope(scope)
+        request = Request.from_scope(scope, lifecycle=enable_lifecycle)
         route = _match(table, request.path)
         if route is not None and route.public:
             pass
