@@ -26,6 +26,7 @@ from exporter.config import (
     parse_duration,
 )
 from exporter.core.errors import ConfigError
+from exporter.core.words import counted
 from exporter.runtime import run_async
 
 __all__ = ["main"]
@@ -301,7 +302,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
             code = EXIT_FAILURE
             continue
         names = ", ".join(t.name for t in config.targets)
-        sys.stdout.write(f"{path}: OK, {len(config.targets)} target(s): {names}\n")
+        sys.stdout.write(f"{path}: OK, {counted(len(config.targets), 'target')}: {names}\n")
         if args.shards is not None:
             from exporter.core.shard import shard_members
 
@@ -332,7 +333,8 @@ def _cmd_load(args: argparse.Namespace) -> int:
         _usage_error("--concurrency must be at least 1")
     if args.workers > args.concurrency:
         _usage_error(
-            f"argument --workers: {args.workers} workers for --concurrency {args.concurrency}:"
+            f"argument --workers: {counted(args.workers, 'worker')} for --concurrency"
+            f" {args.concurrency}:"
             " each worker needs at least one stream slot"
         )
     options = LoadOptions(

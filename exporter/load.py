@@ -41,6 +41,7 @@ import orjson
 from exporter.config import Target
 from exporter.core.result import ProbeResult
 from exporter.core.stats import quantile
+from exporter.core.words import counted
 from exporter.http.client import Transport, client_for
 from exporter.probe import probe
 from exporter.runtime import freeze_startup_objects, run_async
@@ -430,9 +431,10 @@ def report(run: LoadRun, options: LoadOptions) -> Any:
     ok = sum(1 for r in run.records if r.success)
     tokens = sum(r.tokens for r in run.records)
     throughput = tokens / run.wall_s if run.wall_s > 0 else 0.0
-    workers = f", {run.workers} workers" if run.workers > 1 else ""
+    workers = f", {counted(run.workers, 'worker')}" if run.workers > 1 else ""
     head = Text(
-        f"{len(run.records)} streams ({ok} ok) in {run.wall_s:.1f} s, at most {run.max_open} open"
+        f"{counted(len(run.records), 'stream')} ({ok} ok) in {run.wall_s:.1f} s,"
+        f" at most {run.max_open} open"
         f" (limit {options.concurrency}{workers}); run TTFT p50 {ms(quantile(run_ttft, 0.5))}"
         f" p99 {ms(quantile(run_ttft, 0.99))}; throughput {throughput:.1f} tok/s (all streams)",
         style="bold",
@@ -477,12 +479,13 @@ def error_lines(run: LoadRun, options: LoadOptions) -> list[str]:
         # Each worker gives up on its own streams: the first `give_up_after` of its share.
         first = worker_options(options)[0].give_up_after
         lines.append(
-            f"load: stopped: none of a worker's first {first} streams succeeded"
+            f"load: stopped: none of a worker's first {counted(first, 'stream')} succeeded"
             " (not hammering a target that only fails)"
         )
     elif run.gave_up:
         lines.append(
-            f"load: stopped: none of the first {options.give_up_after} streams succeeded"
+            f"load: stopped: none of the first {counted(options.give_up_after, 'stream')}"
+            " succeeded"
             " (not hammering a target that only fails)"
         )
     for kind, message in run.errors:
@@ -787,22 +790,23 @@ def run_load(target: Target, options: LoadOptions) -> int:
     progress = Progress(
         TextColumn("load"),
         BarColumn(),
-        TextColumn("{task.completed} streams done, {task.fields[failed]} failed"),
+        TextColumn("{task.fields[done]} done, {task.fields[failed]} failed"),
         TimeElapsedColumn(),
         console=err,
         transient=True,
         disable=not show,
     )
-    bar = progress.add_task("load", total=options.max_streams, failed=0)
-    failed = 0
+    bar = progress.add_task("load", total=options.max_streams, failed=0, done=counted(0, "stream"))
+    failed = done = 0
 
     def on_done(result: ProbeResult) -> None:
-        nonlocal failed
+        nonlocal failed, done
         failed += result.failure is not None
-        progress.update(bar, advance=1, failed=failed)
+        done += 1
+        progress.update(bar, advance=1, failed=failed, done=counted(done, "stream"))
 
     def on_progress(done: int, failed: int) -> None:
-        progress.update(bar, completed=done, failed=failed)
+        progress.update(bar, completed=done, failed=failed, done=counted(done, "stream"))
 
     with progress:
         if options.workers == 1:

@@ -32,6 +32,7 @@ from rich.text import Text
 from exporter.core.report import ms
 from exporter.core.waterfall import Waterfall
 from exporter.core.waterfall_text import render_text
+from exporter.core.words import counted
 
 __all__ = ["NotAnExporter", "base_url", "watch"]
 
@@ -243,7 +244,7 @@ def watch(
     _Follower(url, events, interval_s, seen).start()
 
     def view() -> Group:
-        head = Text(f"{url} · {len(last)} targets · Ctrl-C to stop · ", "dim")
+        head = Text(f"{url} · {counted(len(last), 'target')} · Ctrl-C to stop · ", "dim")
         head.append_text(status)
         parts: list[Any] = [head, _table(last, time.time())]
         if target:

@@ -156,6 +156,13 @@ def test_check_config_strict_passes_when_the_secret_is_there(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stderr
 
 
+def test_check_config_counts_one_target_in_the_singular(tmp_path: Path) -> None:
+    """A file with one target is `OK, 1 target: a` (a count agrees with its noun)."""
+    path = _file_with_unset_key(tmp_path)
+    proc = cli("check-config", str(path), env={"OPTEST_NOT_SET": "sk-1234"})
+    assert proc.stdout == f"{path}: OK, 1 target: a\n", proc.stdout
+
+
 # --------------------------------------------------------------- check-config, several files
 
 
@@ -165,7 +172,7 @@ def test_check_config_checks_several_files_and_fails_if_any_fails(tmp_path: Path
     bad.write_text("targets: []\n")
     proc = cli("check-config", str(GOOD), str(bad), env={"LANGGRAPH_API_KEY": "sk-test"})
     assert proc.returncode == 1
-    assert f"{GOOD}: OK, 2 target(s)" in proc.stdout
+    assert f"{GOOD}: OK, 2 targets" in proc.stdout
     assert f"{bad}: targets: no targets" in proc.stderr
 
 

@@ -162,7 +162,7 @@ def test_check_config_passes_the_good_file() -> None:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "2 target(s): agent, agent-thread" in proc.stdout
+    assert "2 targets: agent, agent-thread" in proc.stdout
 
 
 def good_targets() -> dict[str, Target]:

@@ -277,7 +277,7 @@ def test_reload_answer_names_the_share_of_the_shard(reloaded: Reloaded) -> None:
     so an operator can compare it with `check-config --shards 2`."""
     share = reloaded.check_config[0]
     assert reloaded.reload_answer == (
-        f"200 reloaded {reloaded.config_path}: {len(share)} of {len(AFTER)} target(s),"
+        f"200 reloaded {reloaded.config_path}: {len(share)} of {len(AFTER)} targets,"
         f" shard 0/{RELOAD_SHARDS}: {', '.join(share)}\n"
     )
 

@@ -54,3 +54,19 @@ def test_watch_shows_each_execution_of_a_node_that_ran_twice(
     line = capsys.readouterr().out
     nodes = [word.rstrip(":") for word in line.split() if word.endswith(":")]
     assert nodes == ["agent", "tools", "agent"], line
+
+
+def test_watch_terminal_view_counts_one_target_in_the_singular(
+    probes_server: tuple[str, dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a terminal, the view's head says `1 target`, not `1 targets`."""
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich draws the live view as on a terminal
+    url, page = probes_server
+    history = History(5)
+    history.record(result(nodes=("agent",)))
+    page["last"] = {"t": history.snapshot()["recent"][0]}
+    assert watch(url, interval_s=0.05, duration_s=0.2) == 0
+    out = capsys.readouterr().out
+    assert f"{url} · 1 target · Ctrl-C to stop" in out, out

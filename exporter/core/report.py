@@ -8,6 +8,7 @@ from rich.text import Text
 
 from exporter.core.result import ProbeResult
 from exporter.core.stats import quantile
+from exporter.core.words import counted
 
 __all__ = ["render_report"]
 
@@ -42,7 +43,7 @@ def render_report(result: ProbeResult) -> Group:
         f" · first event {ms(rel(result.t_first_event_ns))}"
         f" · first token {ms(rel(result.t_first_token_ns))}{answer}"
         f" · total {ms(result.duration_s)}"
-        f" · {result.tokens} tokens · {result.heartbeats} heartbeats"
+        f" · {counted(result.tokens, 'token')} · {counted(result.heartbeats, 'heartbeat')}"
     )
     reasoning = any(n.reasoning_tokens for n in result.nodes)
     cols = ["node", "model", "TTFT", *(["answer"] if reasoning else [])]

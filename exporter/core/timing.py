@@ -21,6 +21,7 @@ from exporter.core.events import (
     TaskStart,
 )
 from exporter.core.result import CallTiming, EventLog, Failure, NodeExecution
+from exporter.core.words import counted
 
 __all__ = ["CallState", "ExecState", "Expectations", "StreamTimeline", "Timeline"]
 
@@ -127,7 +128,7 @@ class StreamTimeline:
         if self.tokens < expect.min_tokens:
             return Failure(
                 FailureKind.EXPECTATION,
-                f"expected at least {expect.min_tokens} tokens, got {self.tokens}",
+                f"expected at least {counted(expect.min_tokens, 'token')}, got {self.tokens}",
             )
         missing = [n for n in expect.nodes if n not in seen]
         if missing:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from xml.sax.saxutils import escape, quoteattr
 
 from exporter.core.waterfall import CallRow, NodeRow, Waterfall
+from exporter.core.words import counted
 
 __all__ = ["WIDTH_PX", "render_svg", "svg_height_px"]
 
@@ -147,7 +148,7 @@ def render_svg(w: Waterfall) -> str:
             12,
             42,
             f"run TTFT {_ms(w.ttft_s)}{answer} · total {_ms(w.end_s - w.request_s)}"
-            f" · {w.tokens} tokens · run {w.run_id or '–'} · trace {w.trace_id or '–'}",
+            f" · {counted(w.tokens, 'token')} · run {w.run_id or '–'} · trace {w.trace_id or '–'}",
             "dim",
         )
     )

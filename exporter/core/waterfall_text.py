@@ -21,6 +21,7 @@ from collections.abc import Callable
 from rich.text import Text
 
 from exporter.core.waterfall import CallRow, NodeRow, Waterfall
+from exporter.core.words import counted
 
 __all__ = ["render_text"]
 
@@ -51,7 +52,7 @@ def render_text(w: Waterfall, width: int = 80) -> Text:
     answer = "" if a_s is None else f" · answer {_ms(a_s)}"
     out.append(
         f" · TTFT {_ms(w.ttft_s)}{answer} · total {_ms(w.end_s - w.request_s)}"
-        f" · {w.tokens} tokens\n"
+        f" · {counted(w.tokens, 'token')}\n"
     )
     right_label = _ms(span)
     out.append(" " * label_w + "0 ms".ljust(plot_w - len(right_label)) + right_label + "\n", "dim")

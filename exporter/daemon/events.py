@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.core.result import ProbeResult
+from exporter.core.words import counted
 from exporter.sinks import Trigger
 
 __all__ = ["EventBus", "Subscriber", "serve_events"]
@@ -188,7 +189,8 @@ async def serve_events(
         )
         hello = b": connected; retry in 1 s when cut\nretry: 1000\n"
         if sub.missed:
-            hello += b": missed %d events older than the replay buffer\n" % sub.missed
+            missed = counted(sub.missed, "event")
+            hello += f": missed {missed} older than the replay buffer\n".encode()
         await send({"type": "http.response.body", "body": hello + b"\n", "more_body": True})
         while not (watcher.done() or closer.done()):
             getter = asyncio.ensure_future(sub.queue.get())
@@ -218,7 +220,7 @@ def _frames(bus: EventBus, sub: Subscriber, first: tuple[int, bytes]) -> Iterato
     """The event taken plus whatever else is queued, in one write; a comment first when events
     were dropped since the last write, so the client knows it missed some."""
     if sub.dropped_unreported:
-        yield b": dropped %d events (client too slow)\n\n" % sub.dropped_unreported
+        yield f": dropped {counted(sub.dropped_unreported, 'event')} (client too slow)\n\n".encode()
         sub.dropped_unreported = 0
     event: tuple[int, bytes] | None = first
     while event is not None:

@@ -51,6 +51,7 @@ from exporter.config import (
 from exporter.core.errors import ConfigError
 from exporter.core.result import ProbeResult
 from exporter.core.shard import ordinal_from_hostname, shard_members
+from exporter.core.words import counted
 from exporter.daemon.events import EventBus
 from exporter.daemon.scheduler import OnDemandBusy, Scheduler
 from exporter.daemon.web import Handlers, ProbeBusy, make_app
@@ -325,7 +326,7 @@ class Daemon:
     async def reload(self) -> tuple[bool, str]:
         """Load the file again; keep the old config if the new one is invalid. Returns (ok,
         message); a sharded replica's message names its share: `reloaded PATH: 6 of 16
-        target(s), shard 0/2: a, b, ...`."""
+        targets, shard 0/2: a, b, ...`."""
         async with self._reload_lock:
             try:
                 config = load_config(self.config_path)
@@ -347,7 +348,8 @@ class Daemon:
             shards = self.settings.shards
             if shards == 1:
                 log.info("config_reloaded", path=self.config_path, targets=len(config.targets))
-                return True, f"reloaded {self.config_path}: {len(config.targets)} target(s)"
+                kept = counted(len(config.targets), "target")
+                return True, f"reloaded {self.config_path}: {kept}"
             # A sharded replica says which share it kept, so a reload per replica can be
             # checked against `check-config --shards N` (docs/SCALING.md).
             log.info(
@@ -359,7 +361,8 @@ class Daemon:
                 shards=shards,
             )
             return True, (
-                f"reloaded {self.config_path}: {len(config.targets)} of {in_file} target(s),"
+                f"reloaded {self.config_path}: {len(config.targets)} of"
+                f" {counted(in_file, 'target')},"
                 f" shard {self.shard}/{shards}: {', '.join(t.name for t in config.targets)}"
             )
 

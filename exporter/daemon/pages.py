@@ -15,6 +15,8 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from exporter.core.words import counted
+
 __all__ = ["index_page", "probe_link"]
 
 _STYLE = """body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}
@@ -66,7 +68,7 @@ def _rows(entries: Iterable[Mapping[str, Any]], empty: str) -> str:
         link = f'<a href="{_e(probe_link(str(probe_id)))}">details</a>' if probe_id else ""
         lines = p.get("log") or []
         log = (
-            f"<details><summary>{len(lines)} line(s)</summary><pre>"
+            f"<details><summary>{counted(len(lines), 'line')}</summary><pre>"
             + "\n".join(_e(line) for line in lines)
             + "</pre></details>"
             if lines

@@ -30,6 +30,7 @@ from exporter.core.events import Message, RunError, decode_event
 from exporter.core.result import Failure, ProbeResult
 from exporter.core.sse import SSEDecoder
 from exporter.core.timing import Expectations, StreamTimeline, Timeline
+from exporter.core.words import counted
 from exporter.http.client import (
     Transport,
     classify_transport_error,
@@ -366,7 +367,8 @@ class _Probe:
                         "stream ended inside an event", kind=FailureKind.INCOMPLETE, phase="stream"
                     )
                 self.clean_eof = True
-                self.say(f"stream ended after {_ms(self.t_end_ns, tl)}, {tl.tokens} tokens")
+                tokens = counted(tl.tokens, "token")
+                self.say(f"stream ended after {_ms(self.t_end_ns, tl)}, {tokens}")
         except _StreamModeRejected:
             raise
         except Exception as exc:

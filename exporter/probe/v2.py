@@ -23,6 +23,7 @@ from exporter.core.errors import FailureKind, HTTPStatusFailure, ProbeFailure
 from exporter.core.result import ProbeResult
 from exporter.core.v2events import decode_v2_event
 from exporter.core.v2timing import V2Timeline
+from exporter.core.words import counted
 from exporter.http.client import consume_body, fetch
 from exporter.probe import threads
 from exporter.probe.request import TraceParent, run_start_command
@@ -146,7 +147,7 @@ class _V2Probe(_Probe):
                 self.clean_eof = True
                 self.say(
                     f"lifecycle {tl.root_status} after {_ms(self.t_end_ns, tl)},"
-                    f" {tl.tokens} tokens; closing the stream"
+                    f" {counted(tl.tokens, 'token')}; closing the stream"
                 )
         except _CommandRefused as exc:
             self.refused_code = exc.code
