@@ -19,7 +19,9 @@ def ms(seconds: float | None) -> str:
 
 
 def render_report(result: ProbeResult) -> Group:
-    """A rich renderable: headline, phases, and the per-node/per-call table in run order."""
+    """A rich renderable: headline, phases, and the per-node/per-call table in run order (a
+    line saying no node ran instead of an empty table). Phases that did not happen are left out
+    (connection set-up) or shown as "–", never as 0."""
     if result.failure is None:
         head = Text("✔ success", style="bold green")
     else:
@@ -91,7 +93,9 @@ def render_report(result: ProbeResult) -> Group:
                 *v2_cells,
             ]
             table.add_row(*row)
-    parts: list[Text | Table] = [head, phases, Text(""), table]
+    # A table of headers alone would say nothing; say it in words (the waterfall does the same).
+    nodes_part = table if result.nodes else Text("  no node ran", style="dim")
+    parts: list[Text | Table] = [head, phases, Text(""), nodes_part]
     if v2:
         parts.append(
             Text(

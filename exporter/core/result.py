@@ -352,6 +352,11 @@ class ProbeResult:
     interrupted: bool = False  # the run stopped at an interrupt (a success when expected)
     delivery: Delivery | None = None  # v2 only
     notes: tuple[str, ...] = ()  # what the protocol could not tell (e.g. interleaved calls)
+    #: The transport stamped the moment the request was written, and `t_request_ns` is it.
+    #: False: the request never reached an open connection (a connect or TLS failure, a probe
+    #: not sent) or the transport did not say when; `t_request_ns` is then only the clock's
+    #: anchor (the probe's start) and no phase ends there.
+    request_written: bool = True
 
     @property
     def success(self) -> bool:
@@ -390,13 +395,13 @@ class ProbeResult:
     def setup_stamps(self) -> tuple[tuple[str, int | None], ...]:
         """When each phase of the connection set-up ended, in order: (name, monotonic ns, None
         when not measured) for `dns`, `connect`, `proxy_connect`, `tls`, `request_written`
-        (t_request)."""
+        (t_request; None unless `request_written`)."""
         return (
             ("dns", self.t_dns_ns),
             ("connect", self.t_connect_ns),
             ("proxy_connect", self.t_proxy_ns),
             ("tls", self.t_tls_ns),
-            ("request_written", self.t_request_ns),
+            ("request_written", self.t_request_ns if self.request_written else None),
         )
 
     def phase_stamps(self) -> tuple[tuple[str, int | None], ...]:
@@ -412,7 +417,8 @@ class ProbeResult:
 
     def phase_durations_s(self) -> dict[str, float]:
         """Durations of the connection phases that were measured: `dns`, `connect`,
-        `proxy_connect`, `tls`, `request_write` (the last one ends at t_request)."""
+        `proxy_connect`, `tls`, `request_write` (the last one ends at t_request). A phase that
+        did not happen or was not measured is absent, never 0."""
         out: dict[str, float] = {}
         prev = self.t_start_ns  # None: no set-up was measured, so no phase has a start
         for name, ns in self.setup_stamps():

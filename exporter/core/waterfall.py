@@ -23,9 +23,11 @@ from typing import Any
 from exporter.core.result import CallTiming, NodeExecution, ProbeResult
 from exporter.core.stats import quantile
 
-__all__ = ["CallRow", "FailureMark", "NodeRow", "Phase", "Waterfall", "layout"]
+__all__ = ["NO_TOKEN", "CallRow", "FailureMark", "NodeRow", "Phase", "Waterfall", "layout"]
 
 _NS = 1e9
+#: What the renderers say instead of a buffered verdict when no token arrived to judge by.
+NO_TOKEN = "no token arrived: no buffered verdict"
 
 #: Phases drawn on the axis: (key, label, short mark for terminals). Labels are README terms.
 PHASES: tuple[tuple[str, str, str], ...] = (

@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable
 from xml.sax.saxutils import escape, quoteattr
 
-from exporter.core.waterfall import CallRow, NodeRow, Waterfall
+from exporter.core.waterfall import NO_TOKEN, CallRow, NodeRow, Waterfall
 from exporter.core.words import counted
 
 __all__ = ["WIDTH_PX", "render_svg", "svg_height_px"]
@@ -209,6 +209,9 @@ def render_svg(w: Waterfall) -> str:
             "something between the server and this probe held tokens back and sent them"
             f" in bursts: {w.buffered_why}"
         )
+    elif w.tokens == 0:
+        verdict_text, verdict_class = NO_TOKEN, "dim"
+        verdict_title = "buffered verdict: none (README \u201cHow it measures\u201d)"
     else:
         verdict_text, verdict_class = "not buffered: tokens arrived spread out", "dim"
         verdict_title = "buffered verdict: no (README \u201cHow it measures\u201d)"

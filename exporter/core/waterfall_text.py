@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from rich.text import Text
 
-from exporter.core.waterfall import CallRow, NodeRow, Waterfall
+from exporter.core.waterfall import NO_TOKEN, CallRow, NodeRow, Waterfall
 from exporter.core.words import counted
 
 __all__ = ["render_text"]
@@ -79,6 +79,8 @@ def render_text(w: Waterfall, width: int = 80) -> Text:
         )
     if w.buffered:
         out.append(f"! buffered: {w.buffered_why}\n", "yellow")
+    elif w.tokens == 0:
+        out.append(f"{NO_TOKEN}\n", "dim")
     else:
         out.append("not buffered: tokens arrived spread out\n", "dim")
     out.append(

@@ -148,6 +148,7 @@ def failed_result(
         wall_request_ns=wall0_ns,
         t_end_ns=time.monotonic_ns(),
         failure=Failure(kind, message, phase=phase),
+        request_written=False,
     )
 
 
@@ -222,6 +223,7 @@ class _Probe:
         written = getattr(arrival, "request_written_ns", None)
         if isinstance(written, int) and written >= self.t_start_ns:
             self.timeline.request_written(written)
+            ph.written = True
 
     def masked(self, verdict: Failure | None) -> Failure | None:
         """A timeline's verdict with secrets masked: e.g. an `event: error` message may quote
@@ -238,6 +240,7 @@ class _Probe:
             "wall_request_ns": self.wall_start_ns + (tl.t_request_ns - self.t_start_ns),
             "t_end_ns": self.t_end_ns or time.monotonic_ns(),
             "failure": failure,
+            "request_written": self.phases.written,
             "thread_id": self.thread_id,
             "http_status": self.http_status,
             "t_headers_ns": tl.t_headers_ns,
@@ -590,6 +593,7 @@ class _Phases:
     connect: int | None = None
     proxy: int | None = None
     tls: int | None = None
+    written: bool = False  # the timeline's t_request is the transport's request-written stamp
 
 
 def _expectations(target: Target) -> Expectations:
