@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import xml.etree.ElementTree as ET
 
@@ -79,6 +80,20 @@ def test_terminal_view_fits_80_columns_and_tells_reasoning_by_shape() -> None:
     assert max(len(line) for line in lines) <= 80, "a line is wider than 80 columns"
     (ticks,) = [line for line in lines if "model-c" in line]
     assert ticks.count(":") == 3 and ticks.count("|") == 3, ticks
+
+
+def test_terminal_axis_keeps_every_phase_mark_when_they_crowd_near_zero() -> None:
+    """DNS, connect, TLS, request written and headers within 5 ms of a 1.5 s axis: each mark
+    is on the axis once, none covered or dropped, in time order (`DCTWH`)."""
+    r = dataclasses.replace(
+        result(node("n", 600, 1400, call("c", 800, 3, 60)), end_ms=1500),
+        t_dns_ns=T0 + MS // 10, t_connect_ns=T0 + 3 * MS // 10, t_tls_ns=T0 + 4 * MS // 10,
+        t_request_ns=T0 + MS // 2, t_headers_ns=T0 + 5 * MS, t_first_event_ns=T0 + 600 * MS,
+    )  # fmt: skip
+    lines = render_text(layout(r), width=80).plain.splitlines()
+    axis = lines[2 : next(i for i, line in enumerate(lines) if line.startswith("n "))]
+    marks = "".join(ch for line in axis for ch in line if ch != " ")
+    assert marks == "DCTWHEFX", axis
 
 
 def test_failure_is_marked_on_the_node_that_was_running() -> None:

@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable
 from xml.sax.saxutils import escape, quoteattr
 
-from exporter.core.waterfall import NO_TOKEN, CallRow, NodeRow, Waterfall
+from exporter.core.waterfall import NO_TOKEN, CallRow, NodeRow, Phase, Waterfall
 from exporter.core.words import counted
 
 __all__ = ["WIDTH_PX", "render_svg", "svg_height_px"]
@@ -35,6 +35,11 @@ AXIS_H = 56
 NODE_H = 24
 CALL_H = 18
 FOOTER_H = 78
+LABEL_ROWS = 3  # phase labels: rows above the grid's tick labels
+LABEL_ROW_H = 12  # a 10 px label's box (ascent + descent) is about 11.7 px high
+LABEL_CHAR_PX = 6.2  # per lower-case letter, digit, space or sign of a 10 px label
+LABEL_UPPER_PX = 7.8  # per capital letter
+LABEL_GAP_PX = 4
 MAX_TICK_TITLES = 400  # per call: beyond this, ticks are drawn without their own hover title
 
 _STYLE = """
@@ -162,17 +167,22 @@ def render_svg(w: Waterfall) -> str:
         )
         out.append(_text(gx, rows_y0 - 10, _ms(t), "small dim", text_anchor="middle"))
         t += step
-    for i, p in enumerate(w.phases):
-        px = x(p.t_s)
-        after = p.t_s - w.request_s
-        ptitle = f"{p.label}: {_exact(p.t_s)} from the probe's start" + (
-            f", {_exact(after)} after the request" if after >= 0 else ""
-        )
-        label_y = HEADER_H + 12 + (i % 3) * 11
-        group = _el(
-            "line", {"x1": px, "y1": label_y + 2, "x2": px, "y2": rows_y1, "class": "phase"}
-        ) + _text(px + 2, label_y, p.label, "small dim")
-        out.append(_el("g", {"class": "phase-mark", "data-phase": p.key}, group, ptitle))
+    titles = {p.key: _phase_title(w, p) for p in w.phases}
+    for label_x, row, phases in _phase_labels(w.phases, x):
+        label_y = HEADER_H + 10 + row * LABEL_ROW_H
+        words = " · ".join(p.label for p in phases)
+        merged = "\n".join(titles[p.key] for p in phases) if len(phases) > 1 else None
+        label = _el(
+            "text", {"x": f"{label_x:.1f}", "y": f"{label_y:.1f}", "class": "small dim"},
+            escape(words), merged,
+        )  # fmt: skip
+        for i, p in enumerate(phases):
+            px = x(p.t_s)
+            line = _el("line", {"x1": px, "y1": label_y + 2, "x2": px, "y2": rows_y1,
+                                "class": "phase"})  # fmt: skip
+            # A joined label sits in the group of the first phase it names.
+            body = line + (label if i == 0 else "")
+            out.append(_el("g", {"class": "phase-mark", "data-phase": p.key}, body, titles[p.key]))
     # -- rows -----------------------------------------------------------------------------
     y = rows_y0
     if not w.rows:
@@ -226,6 +236,49 @@ def render_svg(w: Waterfall) -> str:
         f' viewBox="0 0 {WIDTH_PX} {height}">\n'
         f"<title>{escape(title)}</title>\n<style>{_STYLE}</style>\n{body}\n</svg>\n"
     )
+
+
+def _phase_title(w: Waterfall, p: Phase) -> str:
+    after = p.t_s - w.request_s
+    return f"{p.label}: {_exact(p.t_s)} from the probe's start" + (
+        f", {_exact(after)} after the request" if after >= 0 else ""
+    )
+
+
+def _label_px(text: str) -> float:
+    """A generous width (px) of `text` at the labels' 10 px: wider than DejaVu Sans or Verdana
+    draw it, so labels laid out by it never touch."""
+    return sum(LABEL_UPPER_PX if ch.isupper() else LABEL_CHAR_PX for ch in text)
+
+
+def _phase_labels(
+    phases: tuple[Phase, ...], x: Callable[[float], float]
+) -> list[tuple[float, int, list[Phase]]]:
+    """(left x, row, phases) of each phase label, laid out so that no two overlap: in time
+    order, a label goes on the first of `LABEL_ROWS` rows where it clears the label before it
+    there; with no row free it joins the label placed just before it (`TLS · request
+    written`). A row whose labels would pass the picture's right edge is pushed left."""
+    labels: list[tuple[float, int, list[Phase]]] = []
+    row_end = [-math.inf] * LABEL_ROWS  # right edge (px) of the last label on each row
+    for p in sorted(phases, key=lambda p: p.t_s):
+        left = x(p.t_s) + 2
+        row = next((r for r in range(LABEL_ROWS) if row_end[r] + LABEL_GAP_PX <= left), None)
+        if row is None:
+            left, row, joined = labels[-1]
+            joined.append(p)
+        else:
+            labels.append((left, row, [p]))
+        row_end[row] = left + _label_px(" · ".join(q.label for q in labels[-1][2]))
+    for row in range(LABEL_ROWS):
+        limit: float = WIDTH_PX - LABEL_GAP_PX
+        for i in range(len(labels) - 1, -1, -1):
+            left, r, group = labels[i]
+            if r == row:
+                width = _label_px(" · ".join(q.label for q in group))
+                left = min(left, limit - width)
+                labels[i] = (left, r, group)
+                limit = left - LABEL_GAP_PX
+    return labels
 
 
 def _node_row(w: Waterfall, index: int, r: NodeRow, y: float, x: Callable[[float], float]) -> str:

@@ -97,15 +97,22 @@ def _fit(label: str, width: int) -> str:
 
 
 def _axis(w: Waterfall, plot_w: int, col: Callable[[float], int]) -> list[str]:
-    """One or two lines of phase marks; a mark that would cover another goes one line down."""
-    lines = [[" "] * plot_w, [" "] * plot_w]
-    for p in w.phases:
-        c = col(p.t_s)
-        for line in lines:
-            if line[c] == " ":
-                line[c] = p.mark
-                break
-    return ["".join(line) for line in lines if any(ch != " " for ch in line)]
+    """One line of phase marks, none lost or covered: marks that fall in the same column are
+    written side by side in time order (`DCTW` at 0 ms), pulled left at the axis' end; the
+    legend under the picture gives each one's time."""
+    marks = sorted(w.phases, key=lambda p: p.t_s)[:plot_w]
+    cols: list[int] = []
+    for p in marks:
+        cols.append(max(col(p.t_s), cols[-1] + 1) if cols else col(p.t_s))
+    limit = plot_w - 1
+    for i in range(len(cols) - 1, -1, -1):  # a run pushed past the end moves left as a whole
+        cols[i] = min(cols[i], limit)
+        limit = cols[i] - 1
+    line = [" "] * plot_w
+    for p, c in zip(marks, cols, strict=True):
+        line[c] = p.mark
+    text = "".join(line)
+    return [text] if text.strip() else []
 
 
 def _node_bar(
