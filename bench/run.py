@@ -270,16 +270,11 @@ def render_workers(result: dict[str, Any]) -> str:
         for name in ("reference", *product_names()):
             r = lv.get(name, {})
             client = "reference" if name == "reference" else "product"
-            status = r.get("status", "–")
-            if status != "ran":
-                if status == "failed":
-                    status = f"failed (exit {r['returncode']})"
+            status = _status(r)
+            if status is not None:
                 lines.append(f"| {lv['concurrency']} | {name} | – | {status} |" + " |" * 13)
                 continue
-            e = r["error_ms"]
-            wall = (r.get("summary") or {}).get("wall_s")
-            rate = round(r["events_received"] / wall) if wall else None
-            errs = sum(r["stream_errors"].values()) + r["lost_streams"]
+            e, rate, errs = _basics(r)
             split = (
                 " + ".join(f"{x:.2f}" for x in r["worker_cpu_s"]) + f" + {r['parent_cpu_s']:.2f}"
                 if r.get("worker_cpu_s")
@@ -303,6 +298,21 @@ def render_workers(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _status(r: dict[str, Any]) -> str | None:
+    """None for a client that ran, else what to print in its row instead of numbers."""
+    status: str = r.get("status", "–")
+    if status == "ran":
+        return None
+    return f"failed (exit {r['returncode']})" if status == "failed" else status
+
+
+def _basics(r: dict[str, Any]) -> tuple[dict[str, Any], int | None, int]:
+    """A ran client's error distribution (ms), events per second and stream errors."""
+    wall = (r.get("summary") or {}).get("wall_s")
+    rate = round(r["events_received"] / wall) if wall else None
+    return r["error_ms"], rate, sum(r["stream_errors"].values()) + r["lost_streams"]
+
+
 def render(result: dict[str, Any]) -> str:
     """The Markdown block that goes between the bench markers."""
     lines = [
@@ -315,16 +325,11 @@ def render(result: dict[str, Any]) -> str:
     for lv in result["levels"]:
         for name in ("reference", "product"):
             r = lv.get(name, {})
-            status = r.get("status", "–")
-            if status != "ran":
-                if status == "failed":
-                    status = f"failed (exit {r['returncode']})"
+            status = _status(r)
+            if status is not None:
                 lines.append(f"| {lv['concurrency']} | {name} | {status} |" + " |" * 10)
                 continue
-            e = r["error_ms"]
-            wall = (r.get("summary") or {}).get("wall_s")
-            rate = round(r["events_received"] / wall) if wall else None
-            errs = sum(r["stream_errors"].values()) + r["lost_streams"]
+            e, rate, errs = _basics(r)
             lines.append(
                 f"| {lv['concurrency']} | {name} | {r['streams']} | {r['events_received']} "
                 f"| {fmt(rate)} | {fmt(e['p50'])} / {fmt(e['p99'])} / {fmt(e['max'])} "
