@@ -32,6 +32,7 @@ from prometheus_client.core import Exemplar, Metric, Sample
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as _generate_openmetrics
 from prometheus_client.utils import floatToGoString as _float_to_go
+from zlib_ng.zlib_ng import crc32_combine
 
 from exporter import __version__
 from exporter.core.errors import FailureKind
@@ -758,14 +759,13 @@ class _Prefixes:
 class _Part:
     """A piece of the exposition: its bytes, or (gzip) its deflate segment.
 
-    For gzip, `size` is the plain length and `crc_delta` = crc32(plain) ^ crc32(size zero
-    bytes): the crc32 of a concatenation then follows from these alone (`_gzip_advance`), so
-    the plain bytes need not be kept.
+    For gzip, `size` is the plain length and `crc` its CRC-32: the CRC-32 of a concatenation
+    follows from these alone (`_gzip_advance`), so the plain bytes need not be kept.
     """
 
     data: bytes
     size: int = 0
-    crc_delta: int = 0
+    crc: int = 0
 
 
 @dataclass(frozen=True)
@@ -776,15 +776,7 @@ class _Rendered:
     parts: dict[str, _Part]
 
 
-_zeros = bytes(1 << 16)
 _compressors = threading.local()
-
-
-def _zeros_of(size: int) -> memoryview:
-    global _zeros
-    if size > len(_zeros):
-        _zeros = bytes(size)
-    return memoryview(_zeros)[:size]
 
 
 def _part(data: bytes, *, gzip: bool) -> _Part:
@@ -803,11 +795,10 @@ def _part(data: bytes, *, gzip: bool) -> _Part:
     if z is None:
         z = _compressors.z = zlib.compressobj(1, zlib.DEFLATED, -15)
     segment = z.compress(data) + z.flush(zlib.Z_FULL_FLUSH)
-    delta = zlib.crc32(data) ^ zlib.crc32(_zeros_of(len(data)))
-    return _Part(segment, len(data), delta)
+    return _Part(segment, len(data), zlib.crc32(data))
 
 
-#: The most cached parts (one target's family each) a piece of a scrape joins: ~0.3 ms.
+#: The most cached parts (one target's family each) a piece of a scrape joins: ~0.1 ms.
 SLICE_PARTS = 200
 
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0
@@ -817,11 +808,12 @@ _DEFLATE_END = zlib.compressobj(1, zlib.DEFLATED, -15).flush(zlib.Z_FINISH)  # e
 def _gzip_advance(crc: int, size: int, parts: list[_Part]) -> tuple[int, int]:
     """The CRC-32 and length of a gzip member's data so far, after the deflate segments `parts`.
 
-    crc32(a + b) == crc32(zeros(len(b)), crc32(a)) ^ crc32(zeros(len(b))) ^ crc32(b): the
-    running crc advances over zero bytes (zlib, C speed) and takes each part's delta.
+    zlib-ng's `crc32_combine` (the standard library's zlib does not expose it) joins two CRCs
+    in O(log n) from the second's length: ~0.5 µs a part, where advancing the CRC over zero
+    bytes with `zlib.crc32` cost ~2.5 µs (60 ms a scrape at 1000 targets).
     """
     for part in parts:
-        crc = zlib.crc32(_zeros_of(part.size), crc) ^ part.crc_delta
+        crc = crc32_combine(crc, part.crc, part.size)
         size += part.size
     return crc, size
 
