@@ -291,11 +291,15 @@ def render_workers(result: dict[str, Any]) -> str:
                 f"| {errs} · {r['missing_events']} · {r['node_mismatches']} "
                 f"| {fmt(r['server_lateness_ms']['p99'])} | {r['other_cpu_share']:.0%} |"
             )
-    lines += ["", "| goal | product | pass |", "| --- | --- | --- |"]
-    for g in result["goals"]["workers"]:
-        mark = {True: "yes", False: "**no**", None: "–"}[g["pass"]]
-        lines.append(f"| {g['goal']} | {g['value']} | {mark} |")
+    lines += goal_table(result["goals"]["workers"])
     return "\n".join(lines)
+
+
+def goal_table(goals: list[dict[str, Any]]) -> list[str]:
+    """The goal rows under a results table: goal, measured value, pass."""
+    marks = {True: "yes", False: "**no**", None: "–"}
+    rows = [f"| {g['goal']} | {g['value']} | {marks[g['pass']]} |" for g in goals]
+    return ["", "| goal | product | pass |", "| --- | --- | --- |", *rows]
 
 
 def _status(r: dict[str, Any]) -> str | None:
@@ -338,10 +342,7 @@ def render(result: dict[str, Any]) -> str:
                 f"| {errs} · {r['missing_events']} · {r['node_mismatches']} "
                 f"| {fmt(r['server_lateness_ms']['p99'])} | {r['other_cpu_share']:.0%} |"
             )
-    lines += ["", "| goal | product | pass |", "| --- | --- | --- |"]
-    for g in result["goals"]["product"]:
-        mark = {True: "yes", False: "**no**", None: "–"}[g["pass"]]
-        lines.append(f"| {g['goal']} | {g['value']} | {mark} |")
+    lines += goal_table(result["goals"]["product"])
     lines.append("")
     ref = result["goals"]["reference"]
     lines.append(
