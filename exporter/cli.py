@@ -42,8 +42,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _usage_error(message: str) -> NoReturn:
-    sys.stderr.write(f"{PROG}: error: {message}\n")
+def _usage_error(message: str, command: str | None = None) -> NoReturn:
+    """Exit 2 with argparse's wording (`PROG [command]: error: message`)."""
+    sys.stderr.write(f"{PROG}{' ' + command if command else ''}: error: {message}\n")
     raise SystemExit(EXIT_USAGE)
 
 
@@ -329,13 +330,12 @@ def _cmd_load(args: argparse.Namespace) -> int:
 
     target = _target_from_args(args, name="load")
     _check_secrets(target)
-    if args.concurrency < 1:
-        _usage_error("--concurrency must be at least 1")
     if args.workers > args.concurrency:
         _usage_error(
             f"argument --workers: {counted(args.workers, 'worker')} for --concurrency"
             f" {args.concurrency}:"
-            " each worker needs at least one stream slot"
+            " each worker needs at least one stream slot",
+            command="load",
         )
     options = LoadOptions(
         concurrency=args.concurrency,
@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("load", help="N concurrent streams; TTFT and ITL per node under load")
     _add_target_args(p)
-    p.add_argument("--concurrency", type=int, required=True, metavar="C")
+    p.add_argument("--concurrency", type=_positive_int, required=True, metavar="C")
     p.add_argument(
         "--duration", type=_duration, required=True, metavar="DURATION",
         help="no stream starts after this (30, 10s, 2m)",

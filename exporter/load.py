@@ -489,7 +489,9 @@ def error_lines(run: LoadRun, options: LoadOptions) -> list[str]:
             " (not hammering a target that only fails)"
         )
     for kind, message in run.errors:
-        lines.append(f"load: {kind}: {message}")
+        # A message may already name its kind ("connect: connect to …"): say it once.
+        said = message if message.startswith(f"{kind}:") else f"{kind}: {message}"
+        lines.append(f"load: {said}")
     return lines
 
 
@@ -820,7 +822,10 @@ def run_load(target: Target, options: LoadOptions) -> int:
                     sys.stderr.write(exc.detail)
                 return 1
             failed = sum(1 for r in run.records if not r.success)
-    Console().print(report(run, options))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)  # piped: do not squeeze the table into 80 columns
+    console.print(report(run, options))
     for line in error_lines(run, options):
         sys.stderr.write(line + "\n")
     if options.json_summary:

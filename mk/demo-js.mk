@@ -12,6 +12,7 @@ JS_NODE_OK = node -e 'const [a,b]=process.versions.node.split(".").map(Number);p
 .PHONY: demo-js devserver-js
 
 $(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	scripts/install-tools.sh npm
 	if ! $(JS_NODE_OK) 2>/dev/null && ! test -x $(JS_NODE_DIR)/bin/node; then \
 	  arch=$$(uname -m | sed 's/x86_64/x64/;s/aarch64/arm64/'); \
 	  npm install --prefix $(JS_NODE_DIR) --no-save --no-audit --no-fund \

@@ -136,7 +136,8 @@ def main() -> int:
                 daemon.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 daemon.kill()
-            print("stopped the exporter and the LangGraph server.")
+            servers = "LangGraph servers" if js_url is not None else "LangGraph server"
+            print(f"stopped the exporter and the {servers}.")
 
 
 if __name__ == "__main__":

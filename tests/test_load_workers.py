@@ -294,6 +294,17 @@ def test_more_workers_than_concurrency_is_a_usage_error() -> None:
     assert "at least one stream slot" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    "flags", [("--concurrency", "0"), ("--concurrency", "2", "--workers", "3")], ids=str
+)
+def test_load_usage_errors_are_worded_like_argparse(flags: tuple[str, ...]) -> None:
+    """Every `load` usage error starts `langgraph-stream-exporter load: error:`, as argparse's
+    own do (`--workers 0`), so the user sees which command refused what."""
+    proc = load_args(*flags)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("langgraph-stream-exporter load: error: argument --"), proc.stderr
+
+
 async def test_workers_on_an_unreachable_port_stop_bounded() -> None:
     """`--workers 2` on a port nothing listens on, 30 s at concurrency 2: exit 1 within
     seconds, each worker stopped after its first failures, the connect error on stderr."""

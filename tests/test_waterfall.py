@@ -158,3 +158,13 @@ def test_waterfall_survives_json() -> None:
     w = layout(result(node("a", 10, 200, call("c", 20, 4, 10, bytes([1, 0, 0, 0]))),
                       node("b", 210, None), failure=failure))  # fmt: skip
     assert Waterfall.from_dict(w.to_dict()) == w
+
+
+def test_the_legend_says_what_a_crowded_column_means() -> None:
+    """`#` marks a column that got several tokens, bunched or not: the legend must not call it
+    a burst (a stream judged not buffered had `# burst` beside it)."""
+    w = layout(result(node("agent", 0, 400, call("m", 100, 30, 2))))
+    text = render_text(w).plain
+    legend = text.splitlines()[-1]
+    assert "# 2+ tokens" in legend and "burst" not in legend, legend
+    assert len(legend) <= 80

@@ -84,7 +84,7 @@ def render_text(w: Waterfall, width: int = 80) -> Text:
     else:
         out.append("not buffered: tokens arrived spread out\n", "dim")
     out.append(
-        "═ node  ▼ first token  | token  # burst  : reasoning  % reasoning burst",
+        "═ node  ▼ first token  | token  # 2+ tokens  : reasoning  % 2+ reasoning",
         "dim",
     )
     return out
