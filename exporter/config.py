@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import difflib
+import functools
 import importlib.util
 import json
 import math
@@ -673,12 +674,32 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
+@functools.cache
+def _known_keys() -> tuple[str, ...]:
+    """Every key a targets file may hold, at any level."""
+    models: tuple[type[BaseModel], ...] = (
+        Config,
+        Target,
+        Timeouts,
+        Expect,
+        SecretSource,
+        ProxyAuth,
+    )
+    return tuple(sorted({name for m in models for name in m.model_fields} | {"defaults"}))
+
+
+def _did_you_mean(key: int | str) -> str:
+    """` (did you mean 'assistant_id'?)` for a near miss of a known key, else ''."""
+    close = difflib.get_close_matches(str(key), _known_keys(), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _problems(exc: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[str]:
     problems = []
     for err in exc.errors():
         loc = _loc(prefix + tuple(p for p in err["loc"] if not str(p).startswith("function-")))
         if err["type"] == "extra_forbidden":
-            problems.append(f"{loc}: unknown key")
+            problems.append(f"{loc}: unknown key{_did_you_mean(err['loc'][-1])}")
         else:
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(f"{loc}: {msg}")

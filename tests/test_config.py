@@ -20,12 +20,16 @@ DATA = Path(__file__).parent / "data" / "config"
 ROOT = Path(__file__).parent.parent
 
 BAD_CONFIGS: dict[str, list[str]] = {
-    "invalid-unknown-top-key.yaml": ["target: unknown key"],
-    "invalid-unknown-target-key.yaml": ["targets[0].intervall: unknown key"],
-    "invalid-unknown-timeout-key.yaml": ["targets[0].timeout.idel: unknown key"],
+    "invalid-unknown-top-key.yaml": ["target: unknown key (did you mean 'targets'?)"],
+    "invalid-unknown-target-key.yaml": [
+        "targets[0].intervall: unknown key (did you mean 'interval'?)"
+    ],
+    "invalid-unknown-timeout-key.yaml": [
+        "targets[0].timeout.idel: unknown key (did you mean 'idle'?)"
+    ],
     "invalid-defaults-key.yaml": [
         "defaults.name: each target names itself; name cannot be a default",
-        "defaults.intervall: unknown key",
+        "defaults.intervall: unknown key (did you mean 'interval'?)",
     ],
     "invalid-bad-duration.yaml": [
         "targets[0].interval: invalid duration '30 seconds' (use e.g. 500ms, 30s, 1m30s, 2h, 1d:"
@@ -238,3 +242,17 @@ def test_non_finite_durations_are_rejected(tmp_path: Path, value: str) -> None:
     )
     with pytest.raises(ConfigError, match=r"targets\[0\]\.timeout\.idle"):
         load_config(path)
+
+
+def test_a_near_miss_key_gets_a_hint_and_a_far_one_none(tmp_path: Path) -> None:
+    """`assistant:` for `assistant_id` is answered with the key meant; a key like nothing the
+    file may hold gets no guess."""
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "targets:\n  - {name: a, url: 'http://127.0.0.1:1', assistant: agent, colour: red}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert "targets[0].assistant: unknown key (did you mean 'assistant_id'?)" in text
+    assert "targets[0].colour: unknown key\n" in text + "\n" and "colour: unknown key (" not in text
