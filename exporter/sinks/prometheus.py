@@ -510,10 +510,10 @@ class PrometheusSink:
             pass
 
     def refresh_steps(self) -> Iterator[None]:
-        """`refresh()` one target at a time: yields after each target it rendered.
+        """`refresh()` a step at a time (see `_render_changed` for where it pauses).
 
         The daemon drives it on the event loop every second, running the loop between two
-        targets (docs/PERFORMANCE.md "Daemon scale"): one render (~1 ms) delays a read's stamp
+        steps (docs/PERFORMANCE.md "Daemon scale"): one step (~0.4 ms) delays a read's stamp
         at most that long, where a rendering thread would take the GIL from the loop for a
         whole switch interval, and the CPU for longer, at every read it wakes for. A scrape
         that comes before a refresh renders what is still missing itself.
@@ -523,15 +523,12 @@ class PrometheusSink:
         for kind in kinds:
             yield from self._render_changed(kind, [])
 
-    def _refresh(self, kind: tuple[bool, bool]) -> list[_Rendered]:
-        blocks: list[_Rendered] = []
-        for _ in self._render_changed(kind, blocks):
-            pass
-        return blocks
-
     def _render_changed(self, kind: tuple[bool, bool], blocks: list[_Rendered]) -> Iterator[None]:
-        """Append every target's block in `kind` to `blocks`, rendering those that changed;
-        yields after each render."""
+        """Append every target's block in `kind` to `blocks`, rendering those that changed.
+
+        Pauses (yields) between rendering a target and compressing it, after compressing it,
+        and after every `SLICE_PARTS` targets taken from the cache.
+        """
         with self._lock:
             names = list(self._targets)
         for name in names:
