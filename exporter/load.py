@@ -68,6 +68,12 @@ BACKOFF_MAX_S = 5.0
 MAX_ERRORS_SHOWN = 3
 
 
+def _keep_error(errors: list[tuple[str, str]], error: tuple[str, str]) -> None:
+    """Add `error` (kind, message) unless it is already kept or `MAX_ERRORS_SHOWN` are."""
+    if len(errors) < MAX_ERRORS_SHOWN and error not in errors:
+        errors.append(error)
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     concurrency: int
@@ -253,9 +259,7 @@ async def drive(
             else:
                 failed += 1
                 consecutive_failures += 1
-                error = (result.failure.kind.value, result.failure.message[:500])
-                if len(errors) < MAX_ERRORS_SHOWN and error not in errors:
-                    errors.append(error)
+                _keep_error(errors, (result.failure.kind.value, result.failure.message[:500]))
             records[index] = StreamRecord(
                 result.t_request_ns,
                 result.t_end_ns,
@@ -565,8 +569,7 @@ def merge_runs(runs: Sequence[LoadRun]) -> LoadRun:
     for r in runs:
         aggregate.merge(r.aggregate)
         for error in r.errors:
-            if len(errors) < MAX_ERRORS_SHOWN and error not in errors:
-                errors.append(error)
+            _keep_error(errors, error)
     return LoadRun(
         records=sorted((rec for r in runs for rec in r.records), key=lambda x: x.t_request_ns),
         aggregate=aggregate,
