@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import yaml
 
 from exporter.config import DURATION_EXAMPLES_INVALID, DURATION_EXAMPLES_VALID, parse_duration
+from tests.support.cli import run_cli
 from tests.support.scripted_server import ScriptedServer, langgraph_stream
 
 ROOT = Path(__file__).parent.parent
@@ -30,14 +30,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )  # fmt: skip
 
 
-async def acli(*args: str) -> tuple[int, bytes, bytes]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out, err
+acli = run_cli
 
 
 # ---------------------------------------------------------------------------- durations

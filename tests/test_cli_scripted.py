@@ -3,14 +3,13 @@ and against a closed port: what did not happen is not printed as if it had."""
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from tests.support.cli import run_cli
 from tests.support.daemon import free_port
 from tests.support.scripted_server import ScriptedServer, body, langgraph_stream
 
@@ -18,26 +17,16 @@ pytestmark = pytest.mark.anyio
 
 
 async def cli_json(*args: str) -> tuple[int, dict[str, Any]]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", "probe", "--json", "--protocol", "legacy", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    code, out, err = await run_cli("probe", "--json", "--protocol", "legacy", *args)
     lines = out.splitlines()
     assert len(lines) == 1, out + err
-    assert proc.returncode is not None
-    return proc.returncode, orjson.loads(lines[0])
+    return code, orjson.loads(lines[0])
 
 
 async def cli_text(*args: str) -> tuple[int, str]:
     """`probe` without `--json`: exit status and what it printed (stdout, not a terminal)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", "probe", "--protocol", "legacy", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, (out + err).decode()
+    code, out, err = await run_cli("probe", "--protocol", "legacy", *args)
+    return code, (out + err).decode()
 
 
 def closed_url() -> str:

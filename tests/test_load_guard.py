@@ -4,7 +4,6 @@ The JSON summary and trace lines carry what CI gates on (latencies, failures by 
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from exporter.config import Target
 from exporter.load import BACKOFF_FIRST_S, LoadOptions, drive, summary
+from tests.support.cli import run_cli
 from tests.support.daemon import free_port
 from tests.support.scripted_server import ScriptedServer, body, langgraph_stream
 
@@ -26,13 +26,7 @@ def target(url: str, assistant: str = "agent") -> Target:
 
 
 async def load_cli(*args: str) -> tuple[int, bytes, bytes]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", "load", "--no-progress", "--json-summary", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out, err
+    return await run_cli("load", "--no-progress", "--json-summary", *args, timeout_s=120)
 
 
 @pytest.mark.anyio

@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from exporter.core.stats import quantile
+from tests.support.cli import run_cli
 from tests.support.scripted_server import RunInfo, ScriptedServer, langgraph_stream
 
 pytestmark = pytest.mark.anyio
@@ -64,10 +65,7 @@ async def start_cli(*args: str, **kw: Any) -> asyncio.subprocess.Process:
 
 
 async def load_cli(*args: str) -> tuple[int, bytes, bytes]:
-    proc = await start_cli(*args)
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out, err
+    return await run_cli("load", "--no-progress", *args, timeout_s=120)
 
 
 async def run_load(
